@@ -4,20 +4,24 @@
 
 # %% ../nbs/03b_data.ipynb #0b2cb657
 from __future__ import annotations
-import json
-from dataclasses import dataclass
+import json, sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from .models import IMAGE_TOKEN
 
 IGNORE_INDEX = -100
+ROLES = {'human': 'user', 'gpt': 'assistant', 'system': 'system'}     # LLaVA's turn names -> chat roles
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'LlavaDataset', 'render', 'LlavaCollate']
+__all__ = ['IGNORE_INDEX', 'ROLES', 'SEVERITY', 'LlavaDataset', 'render', 'LlavaCollate', 'DataReport', 'check_llava']
 
 # %% ../nbs/03b_data.ipynb #34e3d547
 class LlavaDataset(Dataset):
@@ -34,8 +38,7 @@ class LlavaDataset(Dataset):
 
 # %% ../nbs/03b_data.ipynb #ecaca571
 def _messages(conv:list[dict], n_image_tokens:int)->list[dict]:
-    roles = {'human': 'user', 'gpt': 'assistant', 'system': 'system'}
-    return [dict(role=roles[t['from']], content=t['value'].replace(IMAGE_TOKEN, IMAGE_TOKEN * n_image_tokens)) for t in conv]
+    return [dict(role=ROLES[t['from']], content=t['value'].replace(IMAGE_TOKEN, IMAGE_TOKEN * n_image_tokens)) for t in conv]
 
 def render(conv:list[dict], # LLaVA conversation turns
            tokenizer, # The model's tokenizer
@@ -106,3 +109,82 @@ class LlavaCollate:
         images = [s['image'] for s in samples if s['image'] is not None]
         if images: out['pixel_values'] = self.processor.image_processor(images=images, return_tensors='pt')['pixel_values']
         return out
+
+# %% ../nbs/03b_data.ipynb #985922dd
+SEVERITY = {'malformed': 'error', 'empty turn': 'error', 'no assistant turn': 'error', 'template': 'error',
+            'missing image': 'error', 'unreadable image': 'error', 'image markers': 'error', 'answer truncated away': 'error',
+            'too long': 'warning', 'duplicate id': 'warning'}
+
+@dataclass
+class DataReport:
+    "What `check_llava` found: problems by kind, as lists of sample ids."
+    path:str
+    n:int = 0
+    text_only:int = 0
+    problems:dict = field(default_factory=dict)
+    lengths_checked:bool = False
+    def add(self, kind:str, sample_id:str): self.problems.setdefault(kind, []).append(sample_id)
+    @property
+    def errors(self)->int: return sum(len(v) for k, v in self.problems.items() if SEVERITY[k] == 'error')
+    @property
+    def ok(self)->bool: return self.errors == 0
+    def __str__(self):
+        lines = [f'{self.path}: {self.n} samples, {self.text_only} text-only ({self.text_only / max(self.n, 1):.1%})'
+                 + ('' if self.lengths_checked else '; lengths not checked (no processor given)')]
+        for kind, ids in sorted(self.problems.items(), key=lambda kv: SEVERITY[kv[0]]):
+            more = f' ... (+{len(ids) - 5})' if len(ids) > 5 else ''
+            lines.append(f'{SEVERITY[kind].upper():7s} {kind}: {len(ids)}  e.g. {", ".join(map(str, ids[:5]))}{more}')
+        lines.append('OK' if self.ok else f'{self.errors} errors')
+        return '\n'.join(lines)
+
+# %% ../nbs/03b_data.ipynb #e4b1a2b6
+def _conversation_problem(s)->str|None:
+    conv = s.get('conversations') if isinstance(s, dict) else None
+    if not isinstance(conv, list) or not all(isinstance(t, dict) and t.get('from') in ROLES and isinstance(t.get('value'), str) for t in conv):
+        return 'malformed'
+    if not conv or any(not t['value'].strip() for t in conv): return 'empty turn'
+    if not any(t['from'] == 'gpt' for t in conv): return 'no assistant turn'
+    if s.get('image') and sum(t['value'].count(IMAGE_TOKEN) for t in conv) != 1: return 'image markers'
+
+def _image_problem(path:Path)->str|None:
+    if not path.is_file(): return 'missing image'
+    try:
+        with Image.open(path) as im: im.convert('RGB')
+    except Exception: return 'unreadable image'
+
+def check_llava(path:str|Path, # LLaVA JSON file
+                image_folder:str|Path|None=None, # Where image paths are relative to (default: the file's folder)
+                processor=None, # The MLLM's processor: enables the length checks
+                template:str='chat', # 'plain' (stage 1) or 'chat' (stage 2), as the trainer will render it
+                max_length:int=2048, # The trainer's max_length
+                workers:int=8, # Threads decoding images
+                progress:bool=True, # Progress bar
+               )->DataReport:
+    "Every problem of a LLaVA JSON file that would break or silently spoil a training run."
+    path = Path(path)
+    try: samples = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e: raise ValueError(f'{path} is not a readable JSON file: {e}') from e
+    if not isinstance(samples, list): raise ValueError(f'{path}: expected a JSON list of samples, got {type(samples).__name__}')
+    report, folder = DataReport(str(path), len(samples)), Path(image_folder) if image_folder else path.parent
+    ids = [s.get('id', i) if isinstance(s, dict) else i for i, s in enumerate(samples)]
+    for sid, count in Counter(map(str, ids)).items():
+        if count > 1: report.add('duplicate id', sid)
+    sound = []
+    for sid, s in zip(ids, samples):
+        if problem := _conversation_problem(s): report.add(problem, sid)
+        else: sound.append((sid, s))
+    report.text_only = sum(not s.get('image') for s in samples if isinstance(s, dict))
+    with_image = [(sid, folder/s['image']) for sid, s in sound if s.get('image')]
+    with ThreadPoolExecutor(workers) as pool:
+        found = pool.map(_image_problem, [p for _, p in with_image])
+        for (sid, _), problem in tqdm(zip(with_image, found), total=len(with_image), desc='images', disable=not progress):
+            if problem: report.add(problem, sid)
+    if processor is not None:
+        collate, report.lengths_checked = LlavaCollate(processor, template, max_length=sys.maxsize), True
+        for sid, s in tqdm(sound, desc='lengths', disable=not progress):
+            try: ids_, labels = collate.encode(dict(id=sid, image=s.get('image') or None, conversations=s['conversations']))
+            except ValueError: report.add('template', sid); continue
+            if len(ids_) > max_length:
+                report.add('too long', sid)
+                if all(l == IGNORE_INDEX for l in labels[:max_length]): report.add('answer truncated away', sid)
+    return report

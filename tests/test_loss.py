@@ -1,5 +1,5 @@
 "HeraLoss against a brute-force loop, gradient check, invariances, and 2-process gloo == 1 process."
-import datetime, os, socket, tempfile
+import datetime, gc, os, socket, tempfile, time
 import pytest, torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -70,6 +70,9 @@ def _worker(rank, world, port, out):
     total = loss.detach().clone(); dist.all_reduce(total); total /= world
     if rank == 0:
         save_file({'loss': total.reshape(1), **{k: p.grad for k, p in net.module.named_parameters()}}, out)
+    # drop DDP's reducer while the process group is alive: freeing the group from inside the reducer's
+    # destructor deadlocks gloo's worker thread on the GIL (seen with torch 2.13)
+    del net, loss; gc.collect()
     dist.destroy_process_group()
 
 def _free_port():
@@ -81,7 +84,12 @@ def test_two_processes_equal_one_process():
     loss = net(x, t, valid); loss.backward()
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, 'grads.safetensors')
-        mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+        ctx = mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=False)
+        deadline = time.monotonic() + 120
+        while not ctx.join(timeout=5):              # fail, never hang
+            if time.monotonic() > deadline:
+                for p in ctx.processes: p.kill()
+                pytest.fail('the 2-process run did not finish in 120 s')
         got = load_file(out)
     assert got['loss'].item() == pytest.approx(loss.item(), abs=1e-5)
     for k, p in net.named_parameters():
