@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train_hera.ipynb #1036e1a8
 from __future__ import annotations
-import json, math, random, time
+import argparse, json, math, os, random, time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -29,7 +29,7 @@ from .store import cached_dir, fingerprint, read_json, write_json
 # %% auto #0
 __all__ = ['HeraConfig', 'StageConfig', 'TrainConfig', 'load_config', 'build_models', 'caption_samples', 'choose_heads',
            'HeraModel', 'teacher_features', 'EpochBatches', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint',
-           'probe_mknn', 'run_stage', 'fit', 'plot_training']
+           'probe_mknn', 'run_stage', 'fit', 'plot_training', 'main']
 
 # %% ../nbs/03_train_hera.ipynb #3ab7a82f
 @dataclass
@@ -349,7 +349,8 @@ def fit(cfg:TrainConfig, # The run
        )->dict:
     "Select heads, then train stage 1 and stage 2 with HeRA; return a summary (final losses, selection, MKNN probes)."
     out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(gradient_accumulation_steps=(cfg.stage1 or cfg.stage2).grad_accum, mixed_precision=cfg.mixed_precision,
+    # cpu=True on a machine without CUDA, so that / CPU processes form one gloo group
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=(cfg.stage1 or cfg.stage2).grad_accum, mixed_precision=cfg.mixed_precision,
                               log_with=cfg.log_with if cfg.log_with and _has(cfg.log_with) else None, project_dir=str(out))
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
     model, proc, teacher = build_models(cfg, accelerator.device)
@@ -402,3 +403,16 @@ def plot_training(out:str|Path):
     for ax, t in zip(axes, ('losses', 'temperature τ', 'MKNN on the probe set')): ax.set(title=t, xlabel='optimizer step'); ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03_train_hera.ipynb #58286aa2
+def main(argv:list[str]|None=None):
+    "Command line of a training run (`hera-train`, `python -m hera_nbs.train`): train, print the summary as JSON."
+    p = argparse.ArgumentParser(prog='hera-train', description='Train a LLaVA-style MLLM with HeRA (both stages).')
+    p.add_argument('--config', required=True, help='YAML config (see configs/)')
+    p.add_argument('--output-dir', default=None, help='overrides output_dir')
+    p.add_argument('--resume', action='store_true', help='continue from the latest checkpoint in the output folder')
+    a = p.parse_args(argv)
+    s = fit(load_config(a.config, **({'output_dir': a.output_dir} if a.output_dir else {})), resume=a.resume)
+    if int(os.environ.get('RANK', 0)) == 0: print(json.dumps(s))
+
+if __name__ == '__main__' and '__file__' in globals(): main()     # `python -m hera_nbs.train`; never in a notebook
