@@ -21,7 +21,7 @@ from .world import world_pairs, write_llava
 
 # %% auto #0
 __all__ = ['default_device', 'load_text_model', 'load_teacher_spec', 'run_scoring', 'score_parser', 'score', 'load_processor',
-           'data', 'data_main', 'demo']
+           'data', 'data_main', 'run_demo', 'results_table', 'demo']
 
 # %% ../nbs/10_cli.ipynb #7453e9b5
 def default_device()->str: return 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -135,21 +135,79 @@ def data(argv:list[str]|None=None)->int:
 
 def data_main(): sys.exit(data())
 
-# %% ../nbs/10_cli.ipynb #8a5d3e31
+# %% ../nbs/10_cli.ipynb #f0d2e963
+def run_demo(out:str|Path, # Output folder
+             family:str='llava-qwen2', # Tiny model family
+             n_train:int=1024, # Training scenes per stage
+             n_eval:int=128, # Held-out scenes
+             steps:tuple[int, int]=(64, 480), # Optimizer steps of stage 1 and stage 2
+             lambda_hera:float=0.01, # HeRA's weight in the HeRA run
+             seed:int=0, # Seed of the world, the models and the data order
+             progress:bool=True,
+            )->dict:
+    "Score heads, train baseline and HeRA, evaluate; write figures and summary.json; return the summary."
+    from transformers import LlavaForConditionalGeneration
+    from hera_nbs.eval import evaluate_world
+    from hera_nbs.train import HeraConfig, StageConfig, TrainConfig, fit, plot_training
+    from hera_nbs.world import cooccurrence
+    import matplotlib.pyplot as plt
+    out, t0 = Path(out), time.time()
+    train_recs = world_pairs(n_train, seed=1000 + seed, prior=0.9)
+    write_llava(train_recs, out/'world', stage=1)
+    write_llava(world_pairs(n_train, seed=2000 + seed, prior=0.9), out/'world', stage=2, seed=seed, text_only=n_train // 32)
+    held_out, stats = world_pairs(n_eval, seed=3000 + seed), cooccurrence([r['scene'] for r in train_recs])
+    model, tok = load_text_model(f'tiny:{family}', 'cpu')
+    summary = dict(scoring=run_scoring(model, tok, load_teacher_spec('tiny', 'cpu'), train_recs[:512], out/'scoring', seed=seed,
+                                       umap=True, progress=progress))
+    for name, lam in (('baseline', 0.0), ('hera', lambda_hera)):
+        cfg = TrainConfig(llm=f'tiny:{family}', output_dir=str(out/name), seed=seed, log_with=None, log_every=4,
+                          probe_every=steps[1], checkpoint_every=10**9, probe_samples=256,
+                          hera=HeraConfig(lambda_hera=lam, score_samples=512),
+                          stage1=StageConfig(data=str(out/'world'/'stage1.json'), batch_size=32, max_steps=steps[0], lr=1e-3),
+                          stage2=StageConfig(data=str(out/'world'/'stage2.json'), template='chat', train_llm='full',
+                                             batch_size=32, max_steps=steps[1], lr=5e-4))
+        fit(cfg, progress=progress)
+        plot_training(out/name).savefig(out/name/'training.png', dpi=100, bbox_inches='tight'); plt.close('all')
+        trained = LlavaForConditionalGeneration.from_pretrained(out/name/'final')
+        _, proc = tiny_mllm(family)
+        probes = [json.loads(l) for l in (out/name/'log.jsonl').read_text().splitlines() if 'mknn_selected' in l]
+        summary[name] = dict(evaluate_world(trained, proc, held_out, stats, seed=seed),
+                             mknn_selected_before=probes[0]['mknn_selected'], mknn_selected_after=probes[-1]['mknn_selected'])
+    summary['seconds'] = round(time.time() - t0, 1)
+    _results_figure(summary).savefig(out/'results.png', dpi=100, bbox_inches='tight'); plt.close('all')
+    write_json(out/'summary.json', summary)
+    return summary
+
+def _results_figure(s:dict):
+    import matplotlib.pyplot as plt
+    keys = ['vqa:' + k for k in s['baseline']['vqa']] + [f'POPE F1 {p}' for p in ('random', 'popular', 'adversarial')]
+    val = lambda v, k: v['vqa'][k[4:]] if k.startswith('vqa:') else v[f'pope_{k.split()[-1]}']['f1']
+    fig, ax = plt.subplots(figsize=(10, 3.5)); x = range(len(keys))
+    for i, name in enumerate(('baseline', 'hera')):
+        ax.bar([j + (i - .5) * .4 for j in x], [val(s[name], k) for k in keys], .4, label=name)
+    ax.set_xticks(list(x), keys, rotation=30, ha='right'); ax.set_ylim(0, 1); ax.legend(); ax.set_title('held-out tiny world')
+    return fig
+
+def results_table(s:dict)->str:
+    "The demo's results as a text table."
+    rows = [('vision-centric accuracy', lambda v: v['vqa']['all'])]
+    rows += [(f'  {k}', lambda v, k=k: v['vqa'][k]) for k in s['baseline']['vqa'] if k != 'all']
+    rows += [(f'POPE F1 {p}', lambda v, p=p: v[f'pope_{p}']['f1']) for p in ('random', 'popular', 'adversarial')]
+    rows += [('caption perplexity', lambda v: v['caption_ppl']), ('MKNN selected, before', lambda v: v['mknn_selected_before']),
+             ('MKNN selected, after', lambda v: v['mknn_selected_after'])]
+    return '\n'.join([f'{"":26s}{"baseline":>10s}{"HeRA":>10s}'] + [f'{n:26s}{f(s["baseline"]):10.4f}{f(s["hera"]):10.4f}' for n, f in rows])
+
 def demo(argv:list[str]|None=None):
     "Console entry point of `hera-demo`: the pipeline on the tiny default; the last line printed is a JSON summary."
-    p = argparse.ArgumentParser(prog='hera-demo', description='Run the HeRA pipeline on the offline tiny default.')
+    p = argparse.ArgumentParser(prog='hera-demo', description='Run the HeRA pipeline on the offline tiny world.')
     p.add_argument('--family', default='llava-qwen2', help='tiny model family')
-    p.add_argument('--n-samples', type=int, default=512); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default='runs/demo'); p.add_argument('--cache-dir', default=None)
+    p.add_argument('--n-train', type=int, default=1024); p.add_argument('--n-eval', type=int, default=128)
+    p.add_argument('--steps', type=int, nargs=2, default=[64, 480], help='optimizer steps of stage 1 and stage 2')
+    p.add_argument('--lambda-hera', type=float, default=0.01); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='runs/demo')
     a = p.parse_args(argv)
-    t0 = time.time()
     torch.set_num_threads(min(torch.get_num_threads(), 4))
-    model, tok = load_text_model(f'tiny:{a.family}', 'cpu', cache_dir=a.cache_dir)
-    s = run_scoring(model, tok, load_teacher_spec('tiny', 'cpu', a.cache_dir), world_pairs(a.n_samples, a.seed),
-                    Path(a.out)/'scoring', seed=a.seed)
-    s['seconds'] = round(time.time() - t0, 1)
-    write_json(Path(a.out)/'summary.json', s)
-    print(f"scored {s['n_samples']} captions on every head of tiny:{a.family}; least aligned {s['selected']}; "
-          f"figures in {a.out}", file=sys.stderr)
+    s = run_demo(a.out, a.family, a.n_train, a.n_eval, tuple(a.steps), a.lambda_hera, a.seed)
+    print(results_table(s), file=sys.stderr)
+    print(f'{s["seconds"]} s; figures and summary.json in {a.out}', file=sys.stderr)
     print(json.dumps(s))

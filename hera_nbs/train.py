@@ -400,7 +400,9 @@ def plot_training(out:str|Path):
     p = [r for r in rows if 'mknn_selected' in r]
     for key, lab in (('mknn_selected', 'selected heads'), ('mknn_best', 'best 5 before training')):
         axes[2].plot([x(r) for r in p], [r[key] for r in p], 'o-', label=lab)
-    for ax, t in zip(axes, ('losses', 'temperature τ', 'MKNN on the probe set')): ax.set(title=t, xlabel='optimizer step'); ax.legend(fontsize=7)
+    for ax, t in zip(axes, ('losses', 'temperature τ', 'MKNN on the probe set')):
+        ax.set(title=t, xlabel='optimizer step')
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'ROWS', 'COLS', 'NUMBERS', 'Obj', 'random_scene', 'describe', 'render', 'world_pairs',
-           'questions', 'write_llava']
+__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'ROWS', 'COLS', 'NUMBERS', 'PARTNER', 'POPE_SPLITS', 'Obj', 'random_scene', 'describe',
+           'render', 'world_pairs', 'questions', 'write_llava', 'with_prior', 'cooccurrence', 'pope_questions']
 
 # %% ../nbs/00b_world.ipynb #11dca5f7
 SHAPES = ('circle', 'square', 'triangle', 'cross')
@@ -64,11 +64,13 @@ def render(scene:tuple[Obj, ...], # Objects to draw
 def world_pairs(n:int, # Number of image–caption pairs
                 seed:int=0, # Seed of the scene sampler
                 image_size:int=64, # Image side in pixels
+                prior:float=0.0, # Probability that a shape brings its `PARTNER` along (the training prior; 0: none)
                )->list[dict]:
     "`n` random scenes as `{'caption', 'image', 'scene'}` records, deterministic from `seed`."
     if n < 1: raise ValueError(f'n must be >= 1, got {n}')
     rng = random.Random(seed)
     scenes = [random_scene(rng) for _ in range(n)]
+    if prior: scenes = [with_prior(s, rng, prior) for s in scenes]
     return [dict(caption=describe(s), image=render(s, image_size), scene=s) for s in scenes]
 
 # %% ../nbs/00b_world.ipynb #21d4ef22
@@ -112,3 +114,42 @@ def write_llava(records:list[dict], # `world_pairs` records
         out.append(dict(id=f'text-{j}', conversations=[dict(value='what is a square?', **{'from': 'human'}),
                                                        dict(value='a shape with four equal sides', **{'from': 'gpt'})]))
     return atomic_write_bytes(folder/f'stage{stage}.json', json.dumps(out, indent=1).encode())
+
+# %% ../nbs/00b_world.ipynb #1bc8ac09
+PARTNER = {'circle': 'square', 'triangle': 'cross'}     # the training prior: a shape that brings its partner along
+
+def with_prior(scene:tuple[Obj, ...], rng:random.Random, prior:float)->tuple[Obj, ...]:
+    "Add each present shape's partner (in a free cell, random colour and size) with probability `prior`, up to 4 objects."
+    objs, free = list(scene), sorted(set(range(9)) - {o.row * 3 + o.col for o in scene})
+    for shape, partner in PARTNER.items():
+        if any(o.shape == shape for o in objs) and all(o.shape != partner for o in objs) and len(objs) < 4 and rng.random() < prior:
+            c = free.pop(rng.randrange(len(free)))
+            objs.append(Obj(partner, rng.choice(list(COLOURS)), rng.choice(SIZES), c // 3, c % 3))
+    return tuple(sorted(objs, key=lambda o: (o.row, o.col)))
+
+def cooccurrence(scenes:list[tuple[Obj, ...]])->dict:
+    "Shape frequencies and pair counts over scenes: {'freq': {shape: n}, 'pairs': {(a, b): n}}."
+    freq, pairs = {s: 0 for s in SHAPES}, {(a, b): 0 for a in SHAPES for b in SHAPES if a != b}
+    for sc in scenes:
+        present = {o.shape for o in sc}
+        for a in present:
+            freq[a] += 1
+            for b in present - {a}: pairs[a, b] += 1
+    return dict(freq=freq, pairs=pairs)
+
+POPE_SPLITS = ('random', 'popular', 'adversarial')
+
+def pope_questions(scene:tuple[Obj, ...], # The scene asked about
+                   split:str, # random | popular | adversarial
+                   stats:dict, # `cooccurrence` of the training scenes
+                   rng:random.Random, # Source of randomness
+                  )->list[tuple[str, str]]:
+    "One yes-question about a present shape and one no-question about an absent shape chosen by the split."
+    present = sorted({o.shape for o in scene}); absent = [s for s in SHAPES if s not in present]
+    if split not in POPE_SPLITS: raise ValueError(f'unknown POPE split {split!r}: use one of {POPE_SPLITS}')
+    qa = [(f'is there a {rng.choice(present)}?', 'yes')]
+    if not absent: return qa
+    if split == 'random': neg = rng.choice(absent)
+    elif split == 'popular': neg = max(absent, key=lambda s: (stats['freq'][s], -SHAPES.index(s)))
+    else: neg = max(absent, key=lambda s: (sum(stats['pairs'][p, s] for p in present), stats['freq'][s], -SHAPES.index(s)))
+    return qa + [(f'is there a {neg}?', 'no')]
