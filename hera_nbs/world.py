@@ -95,14 +95,15 @@ def write_llava(records:list[dict], # `world_pairs` records
                 text_only:int=0, # Extra samples without an image (stage 2), as LLaVA-665k has
                )->Path:
     "Write records as a LLaVA JSON file (`stage{stage}.json`) with PNG images; return the JSON path."
-    import json
+    import io, json
     from hera_nbs.store import atomic_write_bytes
     folder, rng = Path(folder), random.Random(seed)
     (folder/'images').mkdir(parents=True, exist_ok=True)
     out = []
     for i, r in enumerate(records):
-        name = f'images/{i:06d}.png'
-        if not (folder/name).exists(): r['image'].save(folder/name)
+        name = f'images/stage{stage}-{i:06d}.png'          # per stage: the two stages hold different scenes
+        png = io.BytesIO(); r['image'].save(png, format='PNG')
+        atomic_write_bytes(folder/name, png.getvalue())
         if stage == 1: conv = [dict(value='<image>\n'), dict(value=r['caption'])]
         else:
             qa = questions(r['scene'], rng)
