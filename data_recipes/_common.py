@@ -44,6 +44,9 @@ def report(path:Path, image_folder:Path|None=None, template:str='chat')->bool:
     return r.ok
 
 def copy(src:Path, dest:Path)->Path:
+    "Copy `src` to `dest` once; the final name appears only when the copy is complete."
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists(): shutil.copyfile(src, dest.with_name(dest.name + '.part')); dest.with_name(dest.name + '.part').replace(dest)
+    if not dest.exists():
+        part = dest.with_name(dest.name + '.part')
+        shutil.copyfile(src, part); part.replace(dest)
     return dest

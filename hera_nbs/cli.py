@@ -8,16 +8,18 @@ import argparse, json, sys, time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration
 
 from .capture import CaptionCollate, caption_records, capture
 from .mknn import (NeighbourCache, bootstrap_ci, chance_level, plot_head_scores, save_selection, select_heads,
                            MODES)
 from .data import check_llava
+from .eval import evaluate_world
 from .models import LLMS, load_teacher, tiny_llm, tiny_mllm, tiny_teacher
 from .neighbourhoods import NeighbourhoodMaps, save_neighbourhoods
 from .store import write_json
-from .world import world_pairs, write_llava
+from .train import HeraConfig, StageConfig, TrainConfig, fit, plot_training
+from .world import cooccurrence, world_pairs, write_llava
 
 # %% auto #0
 __all__ = ['default_device', 'load_text_model', 'load_teacher_spec', 'run_scoring', 'score_parser', 'score', 'load_processor',
@@ -146,10 +148,6 @@ def run_demo(out:str|Path, # Output folder
              progress:bool=True,
             )->dict:
     "Score heads, train baseline and HeRA, evaluate; write figures and summary.json; return the summary."
-    from transformers import LlavaForConditionalGeneration
-    from hera_nbs.eval import evaluate_world
-    from hera_nbs.train import HeraConfig, StageConfig, TrainConfig, fit, plot_training
-    from hera_nbs.world import cooccurrence
     import matplotlib.pyplot as plt
     out, t0 = Path(out), time.time()
     train_recs = world_pairs(n_train, seed=1000 + seed, prior=0.9)
@@ -168,8 +166,7 @@ def run_demo(out:str|Path, # Output folder
                                              batch_size=32, max_steps=steps[1], lr=5e-4))
         fit(cfg, progress=progress)
         plot_training(out/name).savefig(out/name/'training.png', dpi=100, bbox_inches='tight'); plt.close('all')
-        trained = LlavaForConditionalGeneration.from_pretrained(out/name/'final')
-        _, proc = tiny_mllm(family)
+        trained, proc = LlavaForConditionalGeneration.from_pretrained(out/name/'final'), load_processor(str(out/name/'final'))
         probes = [json.loads(l) for l in (out/name/'log.jsonl').read_text().splitlines() if 'mknn_selected' in l]
         summary[name] = dict(evaluate_world(trained, proc, held_out, stats, seed=seed),
                              mknn_selected_before=probes[0]['mknn_selected'], mknn_selected_after=probes[-1]['mknn_selected'])
@@ -178,24 +175,28 @@ def run_demo(out:str|Path, # Output folder
     write_json(out/'summary.json', summary)
     return summary
 
+def _metrics(v:dict)->dict:
+    "One variant's results as {label: value}; the first rows are fractions (plotted), the last two are not."
+    return {'vision-centric accuracy': v['vqa']['all'], **{f'  {k}': a for k, a in v['vqa'].items() if k != 'all'},
+            **{f'POPE F1 {p}': v[f'pope_{p}']['f1'] for p in ('random', 'popular', 'adversarial')},
+            'MKNN selected, before': v['mknn_selected_before'], 'MKNN selected, after': v['mknn_selected_after'],
+            'caption perplexity': v['caption_ppl']}
+
 def _results_figure(s:dict):
     import matplotlib.pyplot as plt
-    keys = ['vqa:' + k for k in s['baseline']['vqa']] + [f'POPE F1 {p}' for p in ('random', 'popular', 'adversarial')]
-    val = lambda v, k: v['vqa'][k[4:]] if k.startswith('vqa:') else v[f'pope_{k.split()[-1]}']['f1']
+    rows = {k: (b, h) for (k, b), h in zip(_metrics(s['baseline']).items(), _metrics(s['hera']).values())}
+    keys = list(rows)[:-3]
     fig, ax = plt.subplots(figsize=(10, 3.5)); x = range(len(keys))
     for i, name in enumerate(('baseline', 'hera')):
-        ax.bar([j + (i - .5) * .4 for j in x], [val(s[name], k) for k in keys], .4, label=name)
-    ax.set_xticks(list(x), keys, rotation=30, ha='right'); ax.set_ylim(0, 1); ax.legend(); ax.set_title('held-out tiny world')
+        ax.bar([j + (i - .5) * .4 for j in x], [rows[k][i] for k in keys], .4, label=name)
+    ax.set_xticks(list(x), [k.strip() for k in keys], rotation=30, ha='right'); ax.set_ylim(0, 1); ax.legend()
+    ax.set_title('held-out tiny world')
     return fig
 
 def results_table(s:dict)->str:
     "The demo's results as a text table."
-    rows = [('vision-centric accuracy', lambda v: v['vqa']['all'])]
-    rows += [(f'  {k}', lambda v, k=k: v['vqa'][k]) for k in s['baseline']['vqa'] if k != 'all']
-    rows += [(f'POPE F1 {p}', lambda v, p=p: v[f'pope_{p}']['f1']) for p in ('random', 'popular', 'adversarial')]
-    rows += [('caption perplexity', lambda v: v['caption_ppl']), ('MKNN selected, before', lambda v: v['mknn_selected_before']),
-             ('MKNN selected, after', lambda v: v['mknn_selected_after'])]
-    return '\n'.join([f'{"":26s}{"baseline":>10s}{"HeRA":>10s}'] + [f'{n:26s}{f(s["baseline"]):10.4f}{f(s["hera"]):10.4f}' for n, f in rows])
+    rows = zip(_metrics(s['baseline']).items(), _metrics(s['hera']).values())
+    return '\n'.join([f'{"":26s}{"baseline":>10s}{"HeRA":>10s}'] + [f'{k:26s}{b:10.4f}{h:10.4f}' for (k, b), h in rows])
 
 def demo(argv:list[str]|None=None):
     "Console entry point of `hera-demo`: the pipeline on the tiny default; the last line printed is a JSON summary."

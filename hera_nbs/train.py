@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train_hera.ipynb #1036e1a8
 from __future__ import annotations
-import argparse, json, math, os, random, time
+import argparse, json, math, os, random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable

@@ -120,10 +120,10 @@ def write_llava(records:list[dict], # `world_pairs` records
 PARTNER = {'circle': 'square', 'triangle': 'cross'}     # the training prior: a shape that brings its partner along
 
 def with_prior(scene:tuple[Obj, ...], rng:random.Random, prior:float)->tuple[Obj, ...]:
-    "Add each present shape's partner (in a free cell, random colour and size) with probability `prior`, up to 4 objects."
+    "Add each present shape's partner (in a free cell, random colour and size) with probability `prior`, up to the 4 objects `describe` can count."
     objs, free = list(scene), sorted(set(range(9)) - {o.row * 3 + o.col for o in scene})
     for shape, partner in PARTNER.items():
-        if any(o.shape == shape for o in objs) and all(o.shape != partner for o in objs) and len(objs) < 4 and rng.random() < prior:
+        if any(o.shape == shape for o in objs) and all(o.shape != partner for o in objs) and len(objs) < len(NUMBERS) - 1 and rng.random() < prior:
             c = free.pop(rng.randrange(len(free)))
             objs.append(Obj(partner, rng.choice(list(COLOURS)), rng.choice(SIZES), c // 3, c % 3))
     return tuple(sorted(objs, key=lambda o: (o.row, o.col)))
