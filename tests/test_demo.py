@@ -1,0 +1,32 @@
+"`hera-demo`: deterministic for a seed, seeds that differ, the ablation variants, a JSON last line."
+import json, subprocess, sys
+import pytest
+from hera_nbs.demo import DemoConfig, VARIANTS, run_demo
+from hera_nbs.parts import QUICK_PARTS
+
+def _cfg(out, **kw):
+    return DemoConfig(out=str(out), parts=QUICK_PARTS, n_train=64, n_eval=8, steps=(2, 3), batch_size=16, score_samples=64, **kw)
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
+    a = run_demo(_cfg(tmp_path/'a', seeds=(0, 1)), progress=False)
+    b = run_demo(_cfg(tmp_path/'b', seeds=(0,)), progress=False)
+    assert a['runs']['hera']['0'] == b['runs']['hera']['0'] and a['runs']['baseline']['0'] == b['runs']['baseline']['0']
+    assert a['runs']['hera']['0']['caption_ppl'] != a['runs']['hera']['1']['caption_ppl']
+    sd = a['variants']['hera']['caption perplexity']['sd']
+    assert sd > 0 and b['variants']['hera']['caption perplexity']['sd'] == 0
+
+def test_cli_runs_the_ablations_and_ends_with_json(tmp_path, cache):
+    r = subprocess.run([sys.executable, '-m', 'hera_nbs.demo', '--quick', '--ablations', '--out', str(tmp_path)],
+                       capture_output=True, text=True, timeout=900, env={**__import__('os').environ, 'HERA_CACHE': str(cache)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sorted(last['variants']) == sorted(VARIANTS)
+    runs = json.loads((tmp_path/'summary.json').read_text())['runs']
+    heads = {v: runs[v]['0']['selected'] for v in VARIANTS}
+    assert heads['hera'] == heads['baseline'] and heads['hera-best'] != heads['hera']     # least vs most aligned
+    for v in VARIANTS:
+        row = last['variants'][v]
+        assert 0 <= row['vision-centric accuracy']['mean'] <= 1 and set(row) >= {'POPE F1 adversarial', 'MKNN selected, after'}
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match='unknown variants'): DemoConfig(variants=('hera', 'bogus'))
