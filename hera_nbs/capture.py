@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .models import IMAGE_TOKEN, HeadGeometry, Teacher, head_geometry, head_outputs, split_heads
-from .store import atomic_write_bytes, fingerprint, read_json, write_json
+from .models import IMAGE_TOKEN, HeadGeometry, Teacher, head_geometry, split_heads
+from .store import fingerprint, read_json, write_json
 
 # %% auto #0
 __all__ = ['masked_mean', 'HeadPooler', 'head_factors', 'compress_heads', 'open_image', 'CaptionCollate', 'PlainCollate',

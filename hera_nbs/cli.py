@@ -18,7 +18,7 @@ from .models import load_teacher, resolve_llm, tiny_llm, tiny_mllm, tiny_teacher
 from .neighbourhoods import NeighbourhoodMaps, save_neighbourhoods
 from .parts import world_parts
 from .store import write_json
-from .world import world_pairs, write_llava
+from .world import world_pairs
 
 # %% auto #0
 __all__ = ['default_device', 'load_text_model', 'load_teacher_spec', 'run_scoring', 'score_parser', 'score', 'load_processor',

@@ -181,6 +181,7 @@ def demo_parser()->argparse.ArgumentParser:
     p.add_argument('--train-llm', default='full', choices=['full', 'lora'], help='what stage 2 trains of the LLM')
     p.add_argument('--n-train', type=int, default=1024); p.add_argument('--n-eval', type=int, default=128)
     p.add_argument('--batch-size', type=int, default=32); p.add_argument('--lambda-hera', type=float, default=0.01)
+    p.add_argument('--score-samples', type=int, default=512, help='training captions that score the heads (at most --n-train)')
     p.add_argument('--out', default='runs/demo')
     p.add_argument('--quick', action='store_true', help='a smoke run of a minute or two (quick parts, 64 scenes, a few steps): '
                    'checks an installation, measures nothing; overrides the sizes above')
@@ -190,7 +191,8 @@ def config_from_args(a:argparse.Namespace)->DemoConfig:
     "The `DemoConfig` that `hera-demo`'s arguments describe."
     cfg = DemoConfig(out=a.out, llm=a.llm, parts=PartsRecipe(family=a.family), seeds=tuple(a.seeds), steps=tuple(a.steps),
                      variants=tuple(VARIANTS) if a.ablations else ('baseline', 'hera'), train_llm=a.train_llm,
-                     n_train=a.n_train, n_eval=a.n_eval, batch_size=a.batch_size, lambda_hera=a.lambda_hera)
+                     n_train=a.n_train, n_eval=a.n_eval, batch_size=a.batch_size, lambda_hera=a.lambda_hera,
+                     score_samples=min(a.score_samples, a.n_train))
     if a.quick: cfg = replace(cfg, parts=replace(QUICK_PARTS, family=a.family), n_train=64, n_eval=8, steps=(2, 3),
                               batch_size=16, score_samples=64)
     return cfg

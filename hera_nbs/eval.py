@@ -7,7 +7,6 @@ from __future__ import annotations
 import math, random, re
 
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from .data import LlavaCollate

@@ -4,7 +4,6 @@
 
 # %% ../nbs/02_mknn.ipynb #362a032b
 from __future__ import annotations
-import json, random
 from pathlib import Path
 from typing import Sequence
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_models.ipynb #69300e68
 from __future__ import annotations
-import importlib.util, os
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
