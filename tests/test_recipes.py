@@ -1,13 +1,14 @@
 "Every data recipe's conversion on small fabricated files in its source's format; the result passes check_llava."
-import json, sys, zipfile
+import json, subprocess, sys, zipfile
 from pathlib import Path
 import pytest
 from PIL import Image
 from hera_nbs.capture import caption_records
 from hera_nbs.data import check_llava
 
-sys.path.insert(0, str(Path(__file__).parents[1] / 'data_recipes'))
-import coco_captions, grand_scoring, llava_instruct, llava_pretrain
+RECIPES = Path(__file__).parents[1] / 'data_recipes'
+sys.path.insert(0, str(RECIPES))
+import coco_captions, grand_scoring, llava_instruct, llava_pretrain, tiny_world
 from _common import extract
 
 def _png(path, colour=(200, 30, 30)):
@@ -86,3 +87,14 @@ def test_extract_is_redone_after_an_interruption(tmp_path):
     extract(z, tmp_path / 'x'); assert not (tmp_path / 'x' / 'd' / 'a.png').exists()      # marker present: skipped
     (tmp_path / 'x' / '.extracted-a.zip').unlink(); extract(z, tmp_path / 'x')
     assert (tmp_path / 'x' / 'd' / 'a.png').exists()
+
+def test_tiny_world(tmp_path):
+    "The world recipe writes the demo's two stages; both pass the checker, and the CLI script exits 0."
+    world = tiny_world.write(tmp_path, n_train=32)
+    s1, s2 = (json.loads((world / f'stage{i}.json').read_text()) for i in (1, 2))
+    assert len(s1) == 32 and len(s2) == 33 and sum('image' not in s for s in s2) == 1     # n_train // 32 text-only
+    assert check_llava(world / 'stage1.json', world, template='plain', progress=False).ok
+    assert check_llava(world / 'stage2.json', world, template='chat', progress=False).ok
+    r = subprocess.run([sys.executable, str(RECIPES / 'tiny_world.py'), '--out', str(tmp_path / 'cli'), '--n-train', '16'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
