@@ -20,7 +20,8 @@ from .store import cache_root, cached_dir, fingerprint
 __all__ = ['SUPPORTED', 'TEXT_BACKBONES', 'LLMS', 'VISION_ENCODERS', 'VISION_TOWERS', 'IMAGE_TOKEN', 'OFFLINE_LLMS', 'CHATML',
            'TINY_FAMILIES', 'TINY_TEXT', 'TINY_VISION', 'TEACHERS', 'TEACHER_TOWERS', 'TINY_TEACHER', 'HeadGeometry',
            'head_geometry', 'split_heads', 'head_outputs', 'check_head_identity', 'resolve_llm', 'build_llava',
-           'tiny_tokenizer', 'tiny_recipe', 'tiny_mllm', 'tiny_llm', 'Teacher', 'load_teacher', 'tiny_teacher']
+           'tiny_tokenizer', 'tiny_family', 'tiny_text_config', 'tiny_recipe', 'tiny_mllm', 'tiny_llm', 'Teacher',
+           'load_teacher', 'tiny_teacher']
 
 # %% ../nbs/00_models.ipynb #b80e8fdf
 SUPPORTED = {  # model_type of the whole model -> how its language model is reached
@@ -206,11 +207,24 @@ TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num
 TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
                    patch_size=8)
 
-def tiny_recipe(family:str, seed:int)->dict:
-    "Everything that determines a tiny MLLM; its fingerprint names the cache entry."
+def tiny_family(family:str, # One of `TINY_FAMILIES`
+               )->tuple[str, dict]:
+    "The transformers config class and the text config of a tiny family's LM."
     if family not in TINY_FAMILIES: raise ValueError(f'unknown tiny family {family!r}; choose from {list(TINY_FAMILIES)}')
     cls, extra = TINY_FAMILIES[family]
-    return dict(family=family, seed=seed, text=(cls, {**TINY_TEXT, **extra}), vision=TINY_VISION,
+    return cls, {**TINY_TEXT, **extra}
+
+def tiny_text_config(family:str, # One of `TINY_FAMILIES`
+                     tok, # The tokenizer the LM is sized for
+                    )->transformers.PretrainedConfig:
+    "The config of a tiny family's causal LM (random-weight here, pretrained in `hera_nbs.parts`)."
+    cls, kw = tiny_family(family)
+    return getattr(transformers, cls)(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                      bos_token_id=None, **kw)
+
+def tiny_recipe(family:str, seed:int)->dict:
+    "Everything that determines a tiny MLLM; its fingerprint names the cache entry."
+    return dict(family=family, seed=seed, text=tiny_family(family), vision=TINY_VISION,
                 tokenizer=tiny_tokenizer.__doc__, transformers=transformers.__version__.split('.')[0])
 
 # %% ../nbs/00_models.ipynb #99b2053e
@@ -218,10 +232,7 @@ def _save_tiny_parts(d:Path, recipe:dict):
     "Write a random-weight LLM (with tokenizer) and SigLIP vision tower (with image processor) under `d`."
     torch.manual_seed(recipe['seed'])
     tok = tiny_tokenizer()
-    cls, kw = recipe['text']
-    tcfg = getattr(transformers, cls)(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                                      eos_token_id=tok.eos_token_id, bos_token_id=None, **kw)
-    AutoModelForCausalLM.from_config(tcfg).save_pretrained(d/'llm'); tok.save_pretrained(d/'llm')
+    AutoModelForCausalLM.from_config(tiny_text_config(recipe['family'], tok)).save_pretrained(d/'llm'); tok.save_pretrained(d/'llm')
     vcfg = transformers.SiglipVisionConfig(**recipe['vision'])
     transformers.SiglipVisionModel(vcfg).save_pretrained(d/'vision')
     size = {'height': vcfg.image_size, 'width': vcfg.image_size}

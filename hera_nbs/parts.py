@@ -14,16 +14,15 @@ import torch.nn.functional as F
 from tqdm.auto import trange
 from transformers import AutoModelForCausalLM
 
-from .models import TINY_FAMILIES, TINY_TEXT, tiny_tokenizer
+from .models import tiny_family, tiny_text_config, tiny_tokenizer
 from .store import cache_root, cached_dir, fingerprint, write_json
 from .world import COLOURS, NUMBERS, SHAPES, questions, world_pairs
 
 # %% auto #0
 __all__ = ['PARTS_VISION', 'PARTS_TEXT_TOWER', 'PARTS_TEACHER', 'QUICK_PARTS', 'PartsRecipe', 'fit_steps', 'pixels',
            'vision_processor', 'caption_ids', 'pretrain_vision', 'vision_tower', 'scene_attributes',
-           'teacher_processor', 'pretrain_teacher', 'lm_texts', 'new_lm', 'pretrain_lm', 'completion_logprob',
-           'partner_probs', 'knn_agreement', 'held_out_checks', 'save_parts', 'parts_fingerprint', 'world_parts',
-           'plot_parts']
+           'teacher_processor', 'pretrain_teacher', 'lm_texts', 'pretrain_lm', 'completion_logprob', 'partner_probs',
+           'knn_agreement', 'held_out_checks', 'save_parts', 'parts_fingerprint', 'world_parts', 'plot_parts']
 
 # %% ../nbs/00c_parts.ipynb #c5b87706
 PARTS_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=48,
@@ -45,6 +44,7 @@ class PartsRecipe:
     vision_steps:int = 800
     teacher_steps:int = 1500
     lm_steps:int = 600
+    def __post_init__(self): tiny_family(self.family)   # an unknown family fails here, naming the known ones
 
 QUICK_PARTS = PartsRecipe(n_scenes=1024, vision_steps=400, teacher_steps=600, lm_steps=400)
 
@@ -135,18 +135,10 @@ def lm_texts(records:list[dict], tok, seed:int=0)->list[str]:
                 tok.apply_chat_template([dict(role='user', content=f"{r['caption']}\n{q}"), dict(role='assistant', content=a)], tokenize=False)]
     return out
 
-def new_lm(family:str, tok)->nn.Module:
-    "A random-weight causal LM of a tiny family, sized for `tok`."
-    if family not in TINY_FAMILIES: raise ValueError(f'unknown tiny family {family!r}; choose from {list(TINY_FAMILIES)}')
-    cls, extra = TINY_FAMILIES[family]
-    cfg = getattr(transformers, cls)(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                     bos_token_id=None, **{**TINY_TEXT, **extra})
-    return AutoModelForCausalLM.from_config(cfg)
-
 def pretrain_lm(r:PartsRecipe, records:list[dict], tok, progress:bool=True)->tuple[nn.Module, list]:
     "A tiny causal LM trained on `lm_texts` of the records; and its losses."
     torch.manual_seed(r.seed + 2)
-    model = new_lm(r.family, tok)
+    model = AutoModelForCausalLM.from_config(tiny_text_config(r.family, tok))
     enc = tok(lm_texts(records, tok, r.seed), padding=True, return_tensors='pt')
     ids, mask = enc['input_ids'], enc['attention_mask']
     labels = ids.masked_fill(mask == 0, -100)
@@ -216,14 +208,13 @@ def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, llm/, report.j
     return report
 
 _TRAINING_CODE = (fit_steps, pixels, vision_processor, caption_ids, pretrain_vision, vision_tower, scene_attributes,
-                  teacher_processor, pretrain_teacher, lm_texts, new_lm, pretrain_lm, save_parts, completion_logprob, partner_probs)
+                  teacher_processor, pretrain_teacher, lm_texts, tiny_text_config, pretrain_lm, save_parts, completion_logprob, partner_probs)
 
 def parts_fingerprint(r:PartsRecipe)->str:
     "Hash of the recipe, the architectures, and the source of the world and of the code that trains the parts."
-    import hera_nbs.world
     return fingerprint(dict(recipe=asdict(r), vision=PARTS_VISION, text_tower=PARTS_TEXT_TOWER, teacher=PARTS_TEACHER,
-                            lm=[TINY_TEXT, TINY_FAMILIES[r.family]], tokenizer=tiny_tokenizer.__doc__,
-                            world=inspect.getsource(hera_nbs.world), code=[inspect.getsource(f) for f in _TRAINING_CODE],
+                            lm=tiny_family(r.family), tokenizer=tiny_tokenizer.__doc__,
+                            world=inspect.getsource(inspect.getmodule(world_pairs)), code=[inspect.getsource(f) for f in _TRAINING_CODE],
                             transformers=transformers.__version__.split('.')[0]))
 
 def world_parts(recipe:PartsRecipe=PartsRecipe(), # What to build (the default is the demo's)
@@ -231,7 +222,6 @@ def world_parts(recipe:PartsRecipe=PartsRecipe(), # What to build (the default i
                 progress:bool=True,
                )->Path:
     "The folder of the tiny pretrained parts (`vision/`, `teacher/`, `llm/`, `report.json`), built on first use."
-    if recipe.family not in TINY_FAMILIES: raise ValueError(f'unknown tiny family {recipe.family!r}; choose from {list(TINY_FAMILIES)}')
     name = f'{recipe.family}-s{recipe.seed}-{parts_fingerprint(recipe)}'
     return cached_dir(cache_root(cache_dir)/'parts'/name, lambda d: save_parts(d, recipe, progress))
 

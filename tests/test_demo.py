@@ -1,5 +1,5 @@
 "`hera-demo`: deterministic for a seed, seeds that differ, the ablation variants, a JSON last line."
-import json, subprocess, sys
+import json, os, subprocess, sys
 import pytest
 from hera_nbs.demo import DemoConfig, VARIANTS, run_demo
 from hera_nbs.parts import QUICK_PARTS
@@ -17,7 +17,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 
 def test_cli_runs_the_ablations_and_ends_with_json(tmp_path, cache):
     r = subprocess.run([sys.executable, '-m', 'hera_nbs.demo', '--quick', '--ablations', '--out', str(tmp_path)],
-                       capture_output=True, text=True, timeout=900, env={**__import__('os').environ, 'HERA_CACHE': str(cache)})
+                       capture_output=True, text=True, timeout=900, env={**os.environ, 'HERA_CACHE': str(cache)})
     assert r.returncode == 0, r.stderr[-3000:]
     last = json.loads(r.stdout.strip().splitlines()[-1])
     assert sorted(last['variants']) == sorted(VARIANTS)
