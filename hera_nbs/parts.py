@@ -5,7 +5,7 @@
 # %% ../nbs/00c_parts.ipynb #40a845ee
 from __future__ import annotations
 import inspect, math, random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch, transformers
@@ -16,13 +16,14 @@ from transformers import AutoModelForCausalLM
 
 from .models import tiny_family, tiny_text_config, tiny_tokenizer
 from .store import cache_root, cached_dir, fingerprint, write_json
-from .world import COLOURS, NUMBERS, SHAPES, questions, world_pairs
+from .world import COLOURS, NUMBERS, PARTNER, SHAPES, describe, questions, world_pairs
 
 # %% auto #0
 __all__ = ['PARTS_VISION', 'PARTS_TEXT_TOWER', 'PARTS_TEACHER', 'QUICK_PARTS', 'PartsRecipe', 'fit_steps', 'pixels',
            'vision_processor', 'caption_ids', 'pretrain_vision', 'vision_tower', 'scene_attributes',
-           'teacher_processor', 'pretrain_teacher', 'lm_texts', 'pretrain_lm', 'completion_logprob', 'partner_probs',
-           'knn_agreement', 'held_out_checks', 'save_parts', 'parts_fingerprint', 'world_parts', 'plot_parts']
+           'teacher_processor', 'new_teacher', 'pretrain_teacher', 'lm_texts', 'pretrain_lm', 'completion_logprob',
+           'partner_probs', 'caption_logprobs', 'prior_effect', 'knn_agreement', 'knn_attribute_share',
+           'held_out_checks', 'save_parts', 'parts_fingerprint', 'world_parts', 'plot_parts']
 
 # %% ../nbs/00c_parts.ipynb #c5b87706
 PARTS_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=48,
@@ -46,7 +47,7 @@ class PartsRecipe:
     lm_steps:int = 600
     def __post_init__(self): tiny_family(self.family)   # an unknown family fails here, naming the known ones
 
-QUICK_PARTS = PartsRecipe(n_scenes=1024, vision_steps=400, teacher_steps=600, lm_steps=400)
+QUICK_PARTS = PartsRecipe(n_scenes=1024, vision_steps=400, teacher_steps=1500, lm_steps=800)
 
 # %% ../nbs/00c_parts.ipynb #fcfdd50c
 def fit_steps(params:list, # Parameters to train
@@ -115,10 +116,14 @@ def teacher_processor():
     return transformers.BitImageProcessorPil(size={'shortest_edge': s}, crop_size={'height': s, 'width': s},
                                              image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
+def new_teacher(r:PartsRecipe)->transformers.Dinov2Model:
+    "The tiny DINOv2 as initialised before training (the reference its checks compare against)."
+    torch.manual_seed(r.seed + 1)
+    return transformers.Dinov2Model(transformers.Dinov2Config(**PARTS_TEACHER))
+
 def pretrain_teacher(r:PartsRecipe, records:list[dict], progress:bool=True)->tuple[transformers.Dinov2Model, nn.Linear, list]:
     "A tiny DINOv2 whose [CLS] is trained to predict `scene_attributes`; the attribute head; the losses."
-    torch.manual_seed(r.seed + 1)
-    model = transformers.Dinov2Model(transformers.Dinov2Config(**PARTS_TEACHER))
+    model = new_teacher(r)
     y = torch.stack([scene_attributes(x['scene']) for x in records])
     head, px = nn.Linear(model.config.hidden_size, y.shape[1]), pixels(teacher_processor(), records)
     loss = lambda b: F.binary_cross_entropy_with_logits(head(model(pixel_values=px[b]).pooler_output), y[b])
@@ -163,6 +168,38 @@ def partner_probs(model, tok)->torch.Tensor:
         rows.append(torch.tensor([completion_logprob(model, tok, prefix, ' ' + s) for s in SHAPES]).softmax(0))
     return torch.stack(rows)
 
+# %% ../nbs/00c_parts.ipynb #88f56d89
+def caption_logprobs(model, tok, captions:list[str])->torch.Tensor:
+    "log p(caption, end of text) under a causal LM, summed over the tokens after the first: [N]."
+    enc = tok([c + tok.eos_token for c in captions], padding=True, return_tensors='pt', padding_side='right')
+    with torch.no_grad(): logits = model(**enc).logits
+    lp = logits[:, :-1].log_softmax(-1).gather(-1, enc['input_ids'][:, 1:, None])[..., 0]
+    return (lp * enc['attention_mask'][:, 1:]).sum(1)
+
+def _swap(scene:tuple, i:int, shape:str)->tuple:
+    "The scene with object `i` turned into `shape` (same colour, size and cell)."
+    return tuple(replace(o, shape=shape) if k == i else o for k, o in enumerate(scene))
+
+def prior_effect(model, tok, # A causal LM and its tokenizer
+                 n:int=512, # Held-out scenes drawn (those with two or more objects are used)
+                 seed:int=4999, # Seed of the held-out scenes
+                )->dict:
+    "How much more the LM prefers square over cross beside a circle than beside a triangle (nats): the prior's size."
+    rng, pairs = random.Random(seed), []
+    for r in world_pairs(n, seed=seed):
+        if len(r['scene']) < 2: continue
+        i, j = rng.sample(range(len(r['scene'])), 2)     # object i becomes the trigger, object j the candidate partner
+        pairs.append((r['scene'], i, j))
+    effect = {}
+    for trigger in PARTNER:
+        scenes = [(_swap(s, i, trigger), j) for s, i, j in pairs]
+        scenes = [(s, j) for s, j in scenes if all(o.shape == trigger for k, o in enumerate(s) if k != j)]
+        d = caption_logprobs(model, tok, [describe(_swap(s, j, 'square')) for s, j in scenes]) - \
+            caption_logprobs(model, tok, [describe(_swap(s, j, 'cross')) for s, j in scenes])
+        effect[trigger] = (d.mean().item(), d.var().item() / len(d), len(d))
+    (c, vc, nc), (t, vt, _) = effect['circle'], effect['triangle']
+    return dict(did=c - t, se=math.sqrt(vc + vt), n_pairs=nc, circle=c, triangle=t)
+
 # %% ../nbs/00c_parts.ipynb #aa0eaee0
 def knn_agreement(z:torch.Tensor, # [N, D] features
                   labels:torch.Tensor, # [N] a label per sample
@@ -174,19 +211,35 @@ def knn_agreement(z:torch.Tensor, # [N, D] features
     pairs = (same.sum() - len(labels)) / (len(labels) * (len(labels) - 1))
     return (labels[sim.topk(k).indices] == labels[:, None]).float().mean().item(), pairs.item()
 
+def knn_attribute_share(z:torch.Tensor, # [N, D] features
+                        attrs:torch.Tensor, # [N, A] attribute vectors (`scene_attributes`)
+                        k:int=10, # Neighbours
+                       )->float:
+    "Mean cosine between each sample's attribute vector and those of its k nearest others (dot product of `z`)."
+    sim = z @ z.T
+    sim.fill_diagonal_(-float('inf'))
+    a = F.normalize(attrs.float(), dim=-1)
+    return (a[:, None] * a[sim.topk(k).indices]).sum(-1).mean().item()
+
 def held_out_checks(siglip, teacher, lm, tok, # The trained parts, and the tokenizer
+                    untrained:nn.Module, # The teacher as initialised: the reference for its neighbourhoods
                     n:int=256, # Held-out scenes, drawn without the prior
                    )->dict:
-    "How well each part learned, on held-out scenes: retrieval, teacher kNN agreement, the LM's partner table."
+    "How well each part learned, on held-out scenes: retrieval, teacher kNN agreement, the LM's prior and partners."
     recs = world_pairs(n, seed=4999)
     with torch.no_grad():
         logits = siglip(input_ids=caption_ids(tok, recs), pixel_values=pixels(vision_processor(), recs)).logits_per_image
-        z = teacher(pixel_values=pixels(teacher_processor(), recs)).pooler_output
+        px = pixels(teacher_processor(), recs)
+        z, z0 = teacher(pixel_values=px).pooler_output, untrained.eval()(pixel_values=px).pooler_output
     count = torch.tensor([len(r['scene']) for r in recs])
     circle = torch.tensor([any(o.shape == 'circle' for o in r['scene']) for r in recs])
+    attrs = torch.stack([scene_attributes(r['scene']) for r in recs])
+    shares = dict(trained=knn_attribute_share(z, attrs), untrained=knn_attribute_share(z0, attrs),
+                  random_pairs=knn_attribute_share(torch.zeros(n, 1), attrs, k=n - 1))   # all others are neighbours
     return dict(retrieval_top1=(logits.argmax(1) == torch.arange(n)).float().mean().item(), retrieval_chance=1 / n,
-                teacher_knn_count=knn_agreement(z, count), teacher_knn_has_circle=knn_agreement(z, circle),
-                partner_probs=partner_probs(lm, tok).tolist())
+                teacher_knn_attributes=shares, teacher_knn_count=knn_agreement(z, count),
+                teacher_knn_has_circle=knn_agreement(z, circle),
+                lm_prior=prior_effect(lm, tok), partner_probs=partner_probs(lm, tok).tolist())
 
 # %% ../nbs/00c_parts.ipynb #89b60c33
 def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, llm/, report.json
@@ -203,12 +256,14 @@ def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, llm/, report.j
     lm, l_losses = pretrain_lm(r, records, tok, progress)
     lm.save_pretrained(d/'llm'); tok.save_pretrained(d/'llm')
     report = dict(recipe=asdict(r), losses=dict(vision=v_losses, teacher=t_losses, lm=l_losses),
-                  checks=held_out_checks(siglip, teacher, lm, tok))
+                  checks=held_out_checks(siglip, teacher, lm, tok, new_teacher(r)))
     write_json(d/'report.json', report)
     return report
 
 _TRAINING_CODE = (fit_steps, pixels, vision_processor, caption_ids, pretrain_vision, vision_tower, scene_attributes,
-                  teacher_processor, pretrain_teacher, lm_texts, tiny_text_config, pretrain_lm, save_parts, completion_logprob, partner_probs)
+                  teacher_processor, pretrain_teacher, lm_texts, tiny_text_config, pretrain_lm, save_parts,
+                  completion_logprob, partner_probs, knn_agreement, held_out_checks, caption_logprobs, _swap,
+                  prior_effect, new_teacher, knn_attribute_share)
 
 def parts_fingerprint(r:PartsRecipe)->str:
     "Hash of the recipe, the architectures, and the source of the world and of the code that trains the parts."
