@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_capture.ipynb #642d7114
 from __future__ import annotations
-import hashlib
+import contextlib, hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,14 +13,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .models import IMAGE_TOKEN, HeadGeometry, Teacher, head_geometry, split_heads
 from .store import fingerprint, read_json, write_json
 
 # %% auto #0
-__all__ = ['masked_mean', 'HeadPooler', 'head_factors', 'compress_heads', 'open_image', 'CaptionCollate', 'PlainCollate',
-           'caption_records', 'StaleCacheError', 'data_fingerprint', 'model_fingerprint', 'CaptureStore', 'capture']
+__all__ = ['masked_mean', 'HeadPooler', 'gathered', 'head_factors', 'compress_heads', 'open_image', 'CaptionCollate',
+           'PlainCollate', 'caption_records', 'StaleCacheError', 'data_fingerprint', 'model_fingerprint',
+           'CaptureStore', 'capture']
 
 # %% ../nbs/01_capture.ipynb #ffc09013
 def masked_mean(x:torch.Tensor, # [B, T, D] token features
@@ -45,55 +47,86 @@ class HeadPooler:
         self.layers = list(range(self.geom.n_layers)) if layers is None else list(layers)
         bad = [l for l in self.layers if not 0 <= l < self.geom.n_layers]
         if bad: raise ValueError(f'layers {bad} out of range: the model has {self.geom.n_layers} layers')
-        self.heads = heads if heads is None or isinstance(heads, dict) else {l: heads for l in self.layers}
-        self.heads = None if self.heads is None else {l: torch.as_tensor(list(h), dtype=torch.long) for l, h in self.heads.items()}
+        heads = {l: range(self.geom.n_heads) for l in self.layers} if heads is None else heads
+        heads = heads if isinstance(heads, dict) else {l: heads for l in self.layers}
+        self.heads = {l: torch.as_tensor(list(h), dtype=torch.long) for l, h in heads.items()}
         self.project, self.hidden, self.model = project, hidden, model
         self.mask, self.pooled, self.pooled_hidden, self.valid, self._handles = None, {}, {}, None, []
 
-    def _pool_heads(self, layer:int, o_proj:nn.Linear, a:torch.Tensor):
-        if self.mask is None: return          # no mask set: a forward the pooler is not meant for
+    def _pool_heads(self, layer:int, args:tuple):
+        "Pre-hook of `o_proj`: pool the kept heads; with `project`, append one input row per kept head."
+        if self.mask is None: return None             # no mask set: a forward the pooler is not meant for
+        a = args[0]
         mean, self.valid = masked_mean(a, self.mask)
-        h = split_heads(mean, self.geom.n_heads)                       # [B, H, hd]
-        w = split_heads(o_proj.weight, self.geom.n_heads)              # [d_model, H, hd]
-        if self.heads is not None: h, w = h[:, self.heads[layer]], w[:, self.heads[layer]]
-        self.pooled[layer] = torch.einsum('bhd,ohd->bho', h, w.float()) if self.project else h
+        h = split_heads(mean, self.geom.n_heads)[:, self.heads[layer]]                 # [B, n, hd]
+        if not self.project:
+            self.pooled[layer] = h
+            return None
+        keep = torch.eye(self.geom.n_heads, device=a.device)[self.heads[layer]]     # [n, H]: each row's head
+        rows = (keep[None, :, :, None] * h[:, :, None, :]).flatten(2)                 # [B, n, H*hd], other heads zero
+        return (torch.cat([a, rows.to(a.dtype)], 1), *args[1:])
 
-    def __enter__(self):
-        layers = self.model.get_decoder().layers
-        for l in self.layers:
-            o = self.geom.o_projs[l]
-            self._handles.append(o.register_forward_pre_hook(lambda m, args, l=l: self._pool_heads(l, m, args[0])))
-            if self.hidden:
-                hook = lambda m, args, out, l=l: None if self.mask is None else \
-                    self.pooled_hidden.__setitem__(l, masked_mean(out[0] if isinstance(out, tuple) else out, self.mask)[0])
-                self._handles.append(layers[l].register_forward_hook(hook))
-        return self
+    def _split_projected(self, layer:int, o_proj:nn.Linear, out:torch.Tensor):
+        "Forward hook of `o_proj`: the appended rows are the projected heads; the rest is the layer's real output."
+        if self.mask is None: return None
+        n = len(self.heads[layer])
+        heads = out[:, -n:].float()
+        self.pooled[layer] = heads if o_proj.bias is None else heads - o_proj.bias.float()
+        return out[:, :-n]
 
-    def __exit__(self, *exc):
-        for h in self._handles: h.remove()
-        self._handles.clear()
+# %% ../nbs/01_capture.ipynb #29c26932
+@patch
+def __enter__(self:HeadPooler):
+    layers = self.model.get_decoder().layers
+    for l in self.layers:
+        o = self.geom.o_projs[l]
+        self._handles.append(o.register_forward_pre_hook(lambda m, args, l=l: self._pool_heads(l, args)))
+        if self.project:   # prepended: splits the extra rows off before any other forward hook sees the output
+            hook = lambda m, args, out, l=l: self._split_projected(l, m, out)
+            self._handles.append(o.register_forward_hook(hook, prepend=True))
+        if self.hidden:
+            hook = lambda m, args, out, l=l: None if self.mask is None else \
+                self.pooled_hidden.__setitem__(l, masked_mean(out[0] if isinstance(out, tuple) else out, self.mask)[0])
+            self._handles.append(layers[l].register_forward_hook(hook))
+    return self
 
-    def heads_tensor(self)->torch.Tensor:
-        "Pooled heads of the last forward: [B, n_layers_hooked, n_heads_kept, head_dim or d_model]."
-        if len(self.pooled) != len(self.layers): raise RuntimeError(f'hooks fired for {len(self.pooled)} of {len(self.layers)} layers: did the forward run?')
-        return torch.stack([self.pooled[l] for l in self.layers], 1)
+@patch
+def __exit__(self:HeadPooler, *exc):
+    for h in self._handles: h.remove()
+    self._handles.clear()
 
-    def selected(self, selection:Sequence[tuple[int, int]])->torch.Tensor:
-        "Pooled heads of the last forward in `selection` order: [B, len(selection), head_dim or d_model]."
-        kept = lambda l: range(self.geom.n_heads) if self.heads is None else self.heads[l].tolist()
-        return torch.stack([self.pooled[l][:, list(kept(l)).index(h)] for l, h in selection], 1)
+@patch
+def heads_tensor(self:HeadPooler)->torch.Tensor:
+    "Pooled heads of the last forward: [B, n_layers_hooked, n_heads_kept, head_dim or d_model]."
+    if len(self.pooled) != len(self.layers):
+        raise RuntimeError(f'hooks fired for {len(self.pooled)} of {len(self.layers)} layers: did the forward run?')
+    return torch.stack([self.pooled[l] for l in self.layers], 1)
 
-    def hidden_tensor(self)->torch.Tensor:
-        "Pooled layer outputs of the last forward: [B, n_layers_hooked, d_model]."
-        return torch.stack([self.pooled_hidden[l] for l in self.layers], 1)
+@patch
+def selected(self:HeadPooler, selection:Sequence[tuple[int, int]])->torch.Tensor:
+    "Pooled heads of the last forward in `selection` order: [B, len(selection), head_dim or d_model]."
+    return torch.stack([self.pooled[l][:, self.heads[l].tolist().index(h)] for l, h in selection], 1)
+
+@patch
+def hidden_tensor(self:HeadPooler)->torch.Tensor:
+    "Pooled layer outputs of the last forward: [B, n_layers_hooked, d_model]."
+    return torch.stack([self.pooled_hidden[l] for l in self.layers], 1)
 
 # %% ../nbs/01_capture.ipynb #51356850
+def gathered(params:Sequence[nn.Parameter]):
+    "Context in which DeepSpeed ZeRO-3 partitioned `params` hold their full values; a no-op for ordinary ones."
+    params = [p for p in params if hasattr(p, 'ds_id')]     # ZeRO-3 marks the parameters it partitions
+    if not params: return contextlib.nullcontext()
+    import deepspeed
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
 def head_factors(geom:HeadGeometry, # Geometry of the model
                  layers:Sequence[int]|None=None, # Layers to factor (default: all)
                 )->torch.Tensor:
     "`R` with `W_O,hᵀ W_O,h = R_hᵀ R_h` for every head: [n_layers, n_heads, head_dim, head_dim], float32."
     layers = range(geom.n_layers) if layers is None else layers
-    w = torch.stack([split_heads(geom.o_projs[l].weight.detach().float().cpu(), geom.n_heads) for l in layers])  # [L, d, H, hd]
+    with gathered([geom.o_projs[l].weight for l in layers]):     # read outside a forward: gather under ZeRO-3
+        w = torch.stack([split_heads(geom.o_projs[l].weight.detach().float().cpu(), geom.n_heads) for l in layers])
     return torch.linalg.qr(w.permute(0, 2, 1, 3), mode='r').R        # QR of each [d, hd] slice
 
 def compress_heads(pooled:torch.Tensor, # [B, L, H, head_dim] pooled attention outputs
@@ -177,9 +210,11 @@ def data_fingerprint(records:Sequence[dict])->str:
 def model_fingerprint(model:nn.Module)->dict:
     "Name, geometry and a checksum of every o_proj weight: enough to tell two checkpoints apart."
     g = head_geometry(model)
+    with gathered([p.weight for p in g.o_projs]):
+        checksum = sum(p.weight.detach().double().abs().sum().item() for p in g.o_projs)
     return dict(name=getattr(model, 'name_or_path', '') or type(model).__name__, cls=type(model).__name__,
                 geometry=[g.n_layers, g.n_heads, g.n_kv_heads, g.head_dim, g.d_model],
-                o_proj_checksum=f"{sum(p.weight.detach().double().abs().sum().item() for p in g.o_projs):.6e}")
+                o_proj_checksum=f"{checksum:.6e}")
 
 # %% ../nbs/01_capture.ipynb #6ba058db
 @dataclass

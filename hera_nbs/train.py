@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
@@ -95,12 +96,17 @@ def load_config(path:str|Path, **overrides)->TrainConfig:
     return _build(TrainConfig, {**(yaml.safe_load(Path(path).read_text()) or {}), **overrides})
 
 # %% ../nbs/03_train_hera.ipynb #2491090a
-def build_models(cfg:TrainConfig, device:str='cpu'):
-    "(MLLM, processor, teacher) for a run."
-    dtype = torch.bfloat16 if cfg.mixed_precision == 'bf16' else torch.float32
+def build_models(cfg:TrainConfig, # The run
+                 device:str='cpu', # Where the models go
+                 deepspeed:bool=False, # DeepSpeed runs the model: it keeps fp32 master copies of bf16 weights itself
+                ):
+    "(MLLM, processor, teacher) for a run; the MLLM in float32 (AdamW's master weights) unless DeepSpeed keeps them."
+    bf16 = cfg.mixed_precision == 'bf16'
+    dtype = torch.bfloat16 if bf16 and deepspeed else torch.float32   # autocast computes in bf16 either way
     if cfg.llm.startswith('tiny:'): model, proc = tiny_mllm(cfg.llm[5:], seed=cfg.seed)
     else: model, proc = build_llava(LLMS.get(cfg.llm, cfg.llm), cfg.vision, dtype=dtype)
-    teacher = tiny_teacher(seed=cfg.seed) if cfg.teacher == 'tiny' else load_teacher(cfg.teacher, dtype, device)
+    teacher_dtype = torch.bfloat16 if bf16 else torch.float32            # frozen: never updated, bf16 is enough
+    teacher = tiny_teacher(seed=cfg.seed) if cfg.teacher == 'tiny' else load_teacher(cfg.teacher, teacher_dtype, device)
     return model.to(device), proc, teacher.to(device)
 
 def caption_samples(stage:StageConfig, n:int)->list[dict]:
@@ -109,7 +115,10 @@ def caption_samples(stage:StageConfig, n:int)->list[dict]:
     keep = [s for s in ds.samples if s.get('image')][:n]
     return [dict(caption=next(t['value'] for t in s['conversations'] if t['from'] == 'gpt'), image=ds.folder/s['image']) for s in keep]
 
-def choose_heads(cfg:TrainConfig, model, proc, teacher, out:Path)->tuple[list, dict]:
+def choose_heads(cfg:TrainConfig, model, proc, teacher, # The run and its models
+                 out:Path, # Run folder: the scoring capture and selection.json go there
+                 write:bool=True, # Write selection.json (one process of a multi-process run writes)
+                )->tuple[list, dict]:
     "The (layer, head) pairs, or (layer,) singletons for layer granularity, that HeRA aligns; and the initial scores."
     h = cfg.hera
     if h.heads == 'paper':
@@ -128,7 +137,8 @@ def choose_heads(cfg:TrainConfig, model, proc, teacher, out:Path)->tuple[list, d
         sel = [(l,) for l in order[:h.n_heads]]
     elif h.granularity == 'head': sel = select_heads(scores, h.n_heads, h.heads, cfg.seed)
     else: raise ValueError(f"granularity must be 'head' or 'layer', got {h.granularity!r}")
-    save_selection(out/'selection.json', sel, mode=h.heads, granularity=h.granularity, k=h.k, n_samples=store.n)
+    if write:
+        save_selection(out/'selection.json', sel, mode=h.heads, granularity=h.granularity, k=h.k, n_samples=store.n)
     return sel, dict(head_scores=scores, layer_scores=layer_scores, best=select_heads(scores, h.n_heads, 'best'))
 
 # %% ../nbs/03_train_hera.ipynb #2185a539
@@ -227,7 +237,6 @@ def load_checkpoint(path:Path, model:HeraModel, opt, sched)->dict:
     return st
 
 def _sharded(accelerator:Accelerator)->bool:
-    from accelerate.utils import DistributedType
     return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 def _checkpoint(accelerator:Accelerator, path:Path, hm:HeraModel, opt, sched, state:dict):
@@ -288,8 +297,9 @@ def run_stage(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, proc, 
               final_dir:Path|None=None)->dict:
     "Train one stage; return its last log row."
     ds = LlavaDataset(stage.data, stage.image_folder, stage.limit)
-    feats = teacher_features(teacher, ds, out/f'teacher-{name}-{fingerprint([stage.data, stage.limit, cfg.teacher])}.safetensors',
-                             progress=progress and accelerator.is_main_process)
+    cached = out/f'teacher-{name}-{fingerprint([stage.data, stage.limit, cfg.teacher])}.safetensors'
+    with accelerator.main_process_first():    # rank 0 computes and caches the features; the others then read them
+        feats = teacher_features(teacher, ds, cached, progress=progress and accelerator.is_main_process)
     _set_trainable(hm.model, stage, cfg.lora_r)
     hm.loss.log_tau.requires_grad_(cfg.hera.lambda_hera > 0 and cfg.hera.learn_tau)
     params = [p for p in hm.parameters() if p.requires_grad]
@@ -349,14 +359,19 @@ def fit(cfg:TrainConfig, # The run
        )->dict:
     "Select heads, then train stage 1 and stage 2 with HeRA; return a summary (final losses, selection, MKNN probes)."
     out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
+    _fresh_accelerate_state()
     # cpu=True on a machine without CUDA, so that / CPU processes form one gloo group
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=(cfg.stage1 or cfg.stage2).grad_accum, mixed_precision=cfg.mixed_precision,
                               log_with=cfg.log_with if cfg.log_with and _has(cfg.log_with) else None, project_dir=str(out))
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
-    model, proc, teacher = build_models(cfg, accelerator.device)
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    model, proc, teacher = build_models(cfg, accelerator.device, deepspeed)
     if cfg.gradient_checkpointing: model.activation_checkpointing_enable(activation_checkpointing_kwargs=dict(use_reentrant=False))
-    selection, initial = choose_heads(cfg, model, proc, teacher, out)
-    write_json(out/'config.json', dict(asdict(cfg), selection=[list(s) for s in selection]))
+    with accelerator.main_process_first():    # rank 0 captures and selects; the others read its capture
+        selection, initial = choose_heads(cfg, model, proc, teacher, out, write=accelerator.is_main_process)
+    _check_same_everywhere(selection)
+    if accelerator.is_main_process:
+        write_json(out/'config.json', dict(asdict(cfg), selection=[list(s) for s in selection]))
     hm = HeraModel(model, HeraLoss(cfg.hera.k, cfg.hera.tau, cfg.hera.learn_tau, cfg.hera.normalize), selection, cfg.hera.lambda_hera)
     probe = None
     if initial and cfg.hera.granularity == 'head':
@@ -376,6 +391,19 @@ def fit(cfg:TrainConfig, # The run
     accelerator.end_training()
     if accelerator.is_main_process: write_json(out/'summary.json', summary)
     return summary
+
+def _fresh_accelerate_state():
+    "Let one process (a notebook kernel) run fits with other settings: accelerate keeps them in per-process singletons."
+    from accelerate.state import AcceleratorState, GradientState
+    if AcceleratorState._shared_state and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+
+def _check_same_everywhere(selection:list):
+    "Every process must train the same heads."
+    from accelerate.utils import gather_object
+    seen = gather_object([[list(s) for s in selection]])
+    if any(s != seen[0] for s in seen): raise RuntimeError(f'processes selected different heads: {seen}')
 
 def _has(module:str)->bool:
     import importlib.util

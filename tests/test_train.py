@@ -105,17 +105,26 @@ def test_layer_granularity_and_bad_config(data, tmp_path):
         fit(_cfg(data, tmp_path / 'bad2', heads='paper'), progress=False)
 
 def test_two_processes_gather_the_contrastive_batch(data, tmp_path):
-    "torchrun, 2 CPU processes x 8 samples, k=10: HeRA needs 11 samples, so it runs only through the cross-process gather."
+    """torchrun, 2 CPU processes x 8 samples, k=10: HeRA needs 11 samples, so it runs only through the cross-process gather.
+    Every cache write is slowed (0.7 s between writing a file and renaming it, as for a real 2 GB teacher cache): the
+    processes must not race on the scoring capture or the teacher features (before the fix one crashed on a rename)."""
     import json, os, subprocess, sys, yaml
     cfg = dict(llm='tiny:llava-qwen2', teacher='tiny', output_dir=str(tmp_path / 'run'), log_with=None, log_every=1,
                probe_every=100, checkpoint_every=100, hera=dict(k=10, score_samples=64),
                stage1=dict(data=str(data / 'stage1.json'), batch_size=8, max_steps=2),
                stage2=dict(data=str(data / 'stage2.json'), template='chat', train_llm='full', batch_size=8, max_steps=2, lr=1e-4))
     (tmp_path / 'cfg.yaml').write_text(yaml.safe_dump(cfg))
+    (tmp_path / 'slow.py').write_text(
+        'import time, safetensors.torch as st, hera_nbs.capture as c, hera_nbs.train as t\n'
+        'def slow(*a, **k):\n    st.save_file(*a, **k)\n    time.sleep(0.7)\n'
+        'c.save_file = t.save_file = slow\nt.main()\n')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                        '-m', 'hera_nbs.train', '--config', str(tmp_path / 'cfg.yaml')], capture_output=True, text=True, env=env, timeout=240)
+                        str(tmp_path / 'slow.py'), '--config', str(tmp_path / 'cfg.yaml')], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / 'run'
+    assert json.loads((run / 'selection.json').read_text())['heads'] == json.loads(r.stdout.strip().splitlines()[-1])['selection']
+    assert len(list(run.glob('teacher-*'))) == 2 and not list(run.rglob('*.tmp'))
     rows = [json.loads(l) for l in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines() if '"lm"' in l]
     assert [(x['stage'], x['step']) for x in rows] == [('stage1', 1), ('stage1', 2), ('stage2', 1), ('stage2', 2)]  # one writer
     assert all(x['skipped'] == 0 and x['hera'] > 0 for x in rows)

