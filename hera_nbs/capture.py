@@ -59,7 +59,7 @@ class HeadPooler:
         a = args[0]
         mean, self.valid = masked_mean(a, self.mask)
         h = split_heads(mean, self.geom.n_heads)[:, self.heads[layer]]                 # [B, n, hd]
-        if not self.project:
+        if not self.project or not h.shape[1]:        # nothing to project: no rows to append
             self.pooled[layer] = h
             return None
         keep = torch.eye(self.geom.n_heads, device=a.device)[self.heads[layer]]     # [n, H]: each row's head
@@ -68,8 +68,8 @@ class HeadPooler:
 
     def _split_projected(self, layer:int, o_proj:nn.Linear, out:torch.Tensor):
         "Forward hook of `o_proj`: the appended rows are the projected heads; the rest is the layer's real output."
-        if self.mask is None: return None
         n = len(self.heads[layer])
+        if self.mask is None or not n: return None
         heads = out[:, -n:].float()
         self.pooled[layer] = heads if o_proj.bias is None else heads - o_proj.bias.float()
         return out[:, :-n]

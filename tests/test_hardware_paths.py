@@ -13,14 +13,7 @@ from hera_nbs.mknn import lists_from_gram, save_selection
 from hera_nbs.models import tiny_llm, tiny_mllm, tiny_teacher
 from hera_nbs.parts import PartsRecipe, world_parts
 from hera_nbs.train import HeraConfig, HeraModel, StageConfig, TrainConfig, fit, probe_mknn
-from hera_nbs.world import world_pairs, write_llava
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp('world')
-    write_llava(world_pairs(96, seed=1), d, stage=1)
-    write_llava(world_pairs(96, seed=2), d, stage=2, text_only=8)
-    return d
+from hera_nbs.world import world_pairs
 
 # ---- 1. bf16: AdamW must update float32 master weights -------------------------------------------------------
 

@@ -2,20 +2,11 @@
 import math
 import pytest, torch
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
 from transformers import LlavaForConditionalGeneration, get_cosine_schedule_with_warmup
 from hera_nbs.data import LlavaCollate, LlavaDataset
 from hera_nbs.loss import HeraLoss
 from hera_nbs.models import tiny_mllm
 from hera_nbs.train import HeraConfig, HeraModel, StageConfig, TrainConfig, _set_trainable, fit, latest_checkpoint
-from hera_nbs.world import world_pairs, write_llava
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp('world')
-    write_llava(world_pairs(96, seed=1), d, stage=1)
-    write_llava(world_pairs(96, seed=2), d, stage=2, text_only=8)
-    return d
 
 def _cfg(data, out, **hera):
     return TrainConfig(output_dir=str(out), log_with=None, log_every=1, probe_every=100, checkpoint_every=2,
