@@ -82,7 +82,7 @@ def check_zero3(work:Path)->dict:
                            max_steps=2, lr=2e-5))
     (work/'zero3.yaml').write_text(yaml.safe_dump(cfg))
     r = run([sys.executable, '-m', 'accelerate.commands.launch', '--config_file', 'configs/accelerate/zero3.yaml',
-             '--num_processes', '1', '-m', 'hera_nbs.train', '--config', str(work/'zero3.yaml')], timeout=420)
+             '--num_processes', '1', '-m', 'hera_nbs.cli', 'train', str(work/'zero3.yaml')], timeout=420)
     out = dict(ran=True, returncode=r.returncode, tail=(r.stdout + r.stderr)[-1500:])
     if r.returncode == 0: out.update(summary=last_json(r.stdout), saved=(work/'zero3'/'final').exists())
     return out

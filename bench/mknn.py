@@ -14,7 +14,7 @@ scores them, sampled every 2 ms. The last line printed is one JSON object.
 import argparse, json, threading, time
 import psutil, torch
 import torch.nn.functional as F
-from hera_nbs.capture import compress_heads
+from hera_nbs.heads import compress_heads
 from hera_nbs.mknn import score_heads
 
 def peak_rss(fn):

@@ -16,7 +16,8 @@ def one_variant(args):
     "Run in a child process: time `steps` steps of one variant; print a JSON line."
     from hera_nbs.data import LlavaCollate, LlavaDataset
     from hera_nbs.loss import HeraLoss
-    from hera_nbs.train import HeraModel, StageConfig, TrainConfig, _set_trainable, build_models
+    from accelerate import Accelerator
+    from hera_nbs.train import HeraModel, StageConfig, TrainConfig, build_models, set_trainable, train_step
     from hera_nbs.world import world_pairs, write_llava
     torch.set_num_threads(args.threads); torch.manual_seed(0)
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -28,17 +29,16 @@ def one_variant(args):
         batch = LlavaCollate(proc, 'chat')([ds[i] for i in range(args.batch)])
         feats = teacher.encode([ds[i]['image'] for i in range(args.batch)]).float()
     batch = {k: v.to(dev) for k, v in batch.items()}
-    _set_trainable(model, StageConfig(train_llm='full'), 16)
+    set_trainable(model, StageConfig(train_llm='full'), 16)
     lam = 0.01 if args.variant == 'hera' else 0.0
     L, H = model.config.text_config.num_hidden_layers, model.config.text_config.num_attention_heads
     heads = [(l % L, (3 * l) % H) for l in range(5)]                      # 5 heads in 5 layers
     hm = HeraModel(model, HeraLoss(k=10).to(dev), heads, lam).to(dev).train()
     opt = torch.optim.AdamW([p for p in hm.parameters() if p.requires_grad], lr=1e-5)
+    acc = Accelerator(cpu=dev == 'cpu', mixed_precision='bf16' if dev == 'cuda' else 'no')
+    wrapped, opt = acc.prepare(hm, opt)
     def step():
-        with torch.autocast(dev, torch.bfloat16, enabled=dev == 'cuda'):
-            lm, hera = hm(batch, feats)
-            loss = lm if hera is None else lm + lam * hera
-        loss.backward(); hm.end_step(); opt.step(); opt.zero_grad()
+        train_step(acc, wrapped, batch, feats, opt)      # the trainer's step: forward, lm + λ·hera, backward, opt
         if dev == 'cuda': torch.cuda.synchronize()
     for _ in range(args.warmup): step()
     if dev == 'cuda': torch.cuda.reset_peak_memory_stats()

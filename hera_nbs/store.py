@@ -16,14 +16,18 @@ def atomic_write_bytes(path:str|Path, # Destination file; its parent directory i
                        data:bytes, # Content to write
                       )->Path:
     "Write `data` to `path` so that readers see either the old file or the complete new one."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.tmp-')
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 # %% ../nbs/00_store.ipynb #a8cdba2e
@@ -33,7 +37,9 @@ def write_json(path:str|Path, # Destination `.json` file
     "Atomically write `obj` as indented, key-sorted JSON."
     return atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + '\n').encode())
 
-def read_json(path:str|Path)->Any:
+# %% ../nbs/00_store.ipynb #b1da541c
+def read_json(path:str|Path, # A JSON file
+             )->Any:
     "Read a JSON file written by `write_json`."
     return json.loads(Path(path).read_text())
 
@@ -61,6 +67,7 @@ def fingerprint(obj:Any, # JSON-serialisable description of a recipe
     "A short, stable hash of `obj`: equal for equal content, regardless of dict key order."
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
+# %% ../nbs/00_store.ipynb #20558361
 def cache_root(cache_dir:str|Path|None=None, # Explicit location; wins over the environment
               )->Path:
     "Where hera_nbs caches built artefacts: `cache_dir`, else `$HERA_CACHE`, else `~/.cache/hera_nbs`."

@@ -1,7 +1,8 @@
 "Capture: exact compact features for every family and mode, streaming, resume, stale caches, bad input."
 import pytest, torch
 from hera_nbs import capture as C
-from hera_nbs.capture import CaptionCollate, CaptureStore, HeadPooler, PlainCollate, StaleCacheError, capture
+from hera_nbs.capture import CaptionCollate, CaptureStore, PlainCollate, StaleCacheError, capture
+from hera_nbs.heads import HeadPooler
 from hera_nbs.models import TINY_FAMILIES, head_geometry, head_outputs, tiny_mllm, tiny_teacher
 from hera_nbs.world import world_pairs
 

@@ -6,10 +6,11 @@ import contextlib, json, sys, types
 import pytest, torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from safetensors.torch import load_file
-from hera_nbs.capture import HeadPooler, head_factors
+from hera_nbs.heads import HeadPooler, head_factors
 from hera_nbs.data import LlavaCollate, LlavaDataset
 from hera_nbs.loss import HeraLoss
-from hera_nbs.mknn import lists_from_gram, save_selection
+from hera_nbs.mknn import lists_from_gram
+from hera_nbs.select import save_selection
 from hera_nbs.models import tiny_llm, tiny_mllm, tiny_teacher
 from hera_nbs.parts import PartsRecipe, world_parts
 from hera_nbs.train import HeraConfig, HeraModel, StageConfig, TrainConfig, fit, probe_mknn

@@ -4,7 +4,8 @@ import pytest, torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
-from hera_nbs.loss import HeraLoss, hera_loss_reference
+from hera_nbs.loss import HeraLoss
+from references import hera_loss_reference
 
 @pytest.mark.parametrize('normalize', [True, False])
 @pytest.mark.parametrize('m', [1, 3])

@@ -3,7 +3,8 @@ import itertools, random
 import pytest, torch
 import torch.nn.functional as F
 from hera_nbs.mknn import (NeighbourCache, bootstrap_ci, chance_level, knn_lists, mutual_knn, permutation_null,
-                           score_heads, score_layers, select_heads)
+                           score_heads, score_layers)
+from hera_nbs.select import select_heads
 
 def brute_knn(x, k, normalize=True):
     "Set-based reference: for each i, sort all j != i by (similarity desc, index asc) in pure Python."

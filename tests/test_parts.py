@@ -2,7 +2,7 @@
 from dataclasses import replace
 import torch
 from safetensors.torch import load_file
-from hera_nbs.models import build_llava, head_geometry, load_teacher
+from hera_nbs.models import build_llava, head_geometry, teacher_from_pretrained
 from hera_nbs.parts import PartsRecipe, parts_fingerprint, world_parts
 from hera_nbs.store import read_json
 
@@ -37,5 +37,5 @@ def test_parts_load_like_real_checkpoints(tmp_path):
     model, proc = build_llava(str(d/'llm'), str(d/'vision'))
     g = head_geometry(model)
     assert (g.n_layers, g.n_heads) == (4, 8)
-    assert load_teacher(str(d/'teacher')).dim == 64
+    assert teacher_from_pretrained(str(d/'teacher')).dim == 64
     assert proc.image_processor.size == {'height': 48, 'width': 48}

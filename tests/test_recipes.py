@@ -3,7 +3,7 @@ import json, subprocess, sys, zipfile
 from pathlib import Path
 import pytest
 from PIL import Image
-from hera_nbs.capture import caption_records
+from hera_nbs.data import caption_records
 from hera_nbs.data import check_llava
 
 RECIPES = Path(__file__).parents[1] / 'data_recipes'

@@ -6,7 +6,7 @@ from transformers import LlavaForConditionalGeneration, get_cosine_schedule_with
 from hera_nbs.data import LlavaCollate, LlavaDataset
 from hera_nbs.loss import HeraLoss
 from hera_nbs.models import tiny_mllm
-from hera_nbs.train import HeraConfig, HeraModel, StageConfig, TrainConfig, _set_trainable, fit, latest_checkpoint
+from hera_nbs.train import HeraConfig, HeraModel, StageConfig, TrainConfig, set_trainable, fit, latest_checkpoint
 
 def _cfg(data, out, **hera):
     return TrainConfig(output_dir=str(out), log_with=None, log_every=1, probe_every=100, checkpoint_every=2,
@@ -78,7 +78,7 @@ def test_gradient_checkpointing_changes_nothing(data):
 
 def test_lora_trains_adapters_and_projector_only(data):
     model, proc = tiny_mllm('llava-llama')
-    _set_trainable(model, StageConfig(train_llm='lora'), lora_r=4)
+    set_trainable(model, StageConfig(train_llm='lora'), lora_r=4)
     names = [k for k, p in model.named_parameters() if p.requires_grad]
     assert names and all('lora_' in k or 'multi_modal_projector' in k for k in names)
     assert not any('o_proj' in k for k in names)
@@ -106,12 +106,12 @@ def test_two_processes_gather_the_contrastive_batch(data, tmp_path):
                stage2=dict(data=str(data / 'stage2.json'), template='chat', train_llm='full', batch_size=8, max_steps=2, lr=1e-4))
     (tmp_path / 'cfg.yaml').write_text(yaml.safe_dump(cfg))
     (tmp_path / 'slow.py').write_text(
-        'import time, safetensors.torch as st, hera_nbs.capture as c, hera_nbs.train as t\n'
+        'import sys, time, safetensors.torch as st, hera_nbs.capture as c, hera_nbs.train as t, hera_nbs.cli as cli\n'
         'def slow(*a, **k):\n    st.save_file(*a, **k)\n    time.sleep(0.7)\n'
-        'c.save_file = t.save_file = slow\nt.main()\n')
+        'c.save_file = t.save_file = slow\nsys.exit(cli.train())\n')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                        str(tmp_path / 'slow.py'), '--config', str(tmp_path / 'cfg.yaml')], capture_output=True, text=True, env=env, timeout=300)
+                        str(tmp_path / 'slow.py'), str(tmp_path / 'cfg.yaml')], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / 'run'
     assert json.loads((run / 'selection.json').read_text())['heads'] == json.loads(r.stdout.strip().splitlines()[-1])['selection']
@@ -120,7 +120,7 @@ def test_two_processes_gather_the_contrastive_batch(data, tmp_path):
     assert [(x['stage'], x['step']) for x in rows] == [('stage1', 1), ('stage1', 2), ('stage2', 1), ('stage2', 2)]  # one writer
     assert all(x['skipped'] == 0 and x['hera'] > 0 for x in rows)
     # the same config in one process has 8 samples per contrastive batch: every step is skipped
-    one = subprocess.run([sys.executable, '-m', 'hera_nbs.train', '--config', str(tmp_path / 'cfg.yaml'), '--output-dir',
+    one = subprocess.run([sys.executable, '-m', 'hera_nbs.cli', 'train', str(tmp_path / 'cfg.yaml'), '--output-dir',
                           str(tmp_path / 'one')], capture_output=True, text=True, env=env, timeout=240)
     assert one.returncode == 0, one.stderr[-3000:]
     assert json.loads(one.stdout.strip().splitlines()[-1])['stage2']['skipped'] == 4
