@@ -38,8 +38,10 @@ def _argument(p:argparse.ArgumentParser, name:str, anno, default, help:str|None)
     kw.update(dest=name, default=default)
     if typing.get_origin(anno) is Literal: kw['choices'] = typing.get_args(anno)
     if anno is tuple or typing.get_origin(anno) in (tuple, list):
-        inner = [a for a in typing.get_args(anno) if a is not Ellipsis]
-        kw.update(nargs='+', type=inner[0] if inner else type(default[0]))
+        args = typing.get_args(anno)
+        inner = [a for a in args if a is not Ellipsis]
+        fixed = args and Ellipsis not in args and typing.get_origin(anno) is tuple    # tuple[int, int]: two values
+        kw.update(nargs=len(args) if fixed else '+', type=inner[0] if inner else type(default[0]))
     else: kw['type'] = _scalar(anno)
     if default is not None:
         kw['help'] += f' (default: {" ".join(map(str, default)) if isinstance(default, tuple) else default})'

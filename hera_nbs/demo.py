@@ -8,6 +8,7 @@ import gc, json, time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean, stdev
+from typing import Literal
 
 import torch
 
@@ -30,20 +31,20 @@ VARIANTS = {  # name -> (HeRA on, which heads)
 @dataclass
 class DemoConfig:
     "One `hera-demo` run: the world, the parts, which variants and seeds, how long each trains."
-    out:str = 'runs/demo'
-    llm:str = 'tiny'                 # tiny: the parts' LM; else an LLM spec (`smollm2`, short name, hub name, folder)
+    out:str = 'runs/demo'                   # output folder
+    llm:str = 'tiny'                        # tiny: the parts' LM; else an LLM spec (smollm2, short name, hub...)
     parts:PartsRecipe = field(default_factory=PartsRecipe)
-    variants:tuple = ('baseline', 'hera')  # any of `VARIANTS`
-    seeds:tuple = (0,)               # training seeds: projector initialisation and data order
-    world_seed:int = 0               # the world's scenes and questions
-    n_train:int = 1024               # training scenes per stage
-    n_eval:int = 128                 # held-out scenes (no prior)
-    steps:tuple = (64, 480)          # optimizer steps of stage 1 and stage 2
-    batch_size:int = 32              # per optimizer step
-    lr:tuple = (1e-3, 5e-4)          # stage 1, stage 2
-    train_llm:str = 'full'           # what stage 2 trains of the LLM: full | lora
-    lambda_hera:float = 0.01         # weight of the HeRA loss
-    score_samples:int = 512          # captions that score the heads
+    variants:tuple[str, ...] = ('baseline', 'hera')  # any of `VARIANTS`
+    seeds:tuple[int, ...] = (0,)            # training seeds: projector initialisation and data order
+    world_seed:int = 0                      # the world's scenes and questions
+    n_train:int = 1024                      # training scenes per stage
+    n_eval:int = 128                        # held-out scenes (no prior)
+    steps:tuple[int, int] = (64, 480)       # optimizer steps of stage 1 and stage 2
+    batch_size:int = 32                     # per optimizer step
+    lr:tuple[float, float] = (1e-3, 5e-4)   # stage 1, stage 2
+    train_llm:Literal['full', 'lora'] = 'full'  # what stage 2 trains of the LLM
+    lambda_hera:float = 0.01                # weight of the HeRA loss
+    score_samples:int = 512                 # captions that score the heads
     def __post_init__(self):
         if bad := [v for v in self.variants if v not in VARIANTS]:
             raise ValueError(f'unknown variants {bad}; choose from {list(VARIANTS)}')

@@ -86,6 +86,11 @@ def pope_metrics(preds:list[str], # Generated yes/no answers
                 f1=2 * prec * rec / max(prec + rec, 1e-12), yes_ratio=sum(p) / len(p))
 
 # %% ../nbs/13_eval.ipynb #7365fad1
+def _caption_sample(j:int, r:dict)->dict:
+    "A record as a stage-1 sample: the image, then its caption as the answer."
+    turns = [{'from': 'human', 'value': IMAGE_TOKEN}, {'from': 'gpt', 'value': r['caption']}]
+    return dict(id=str(j), index=j, image=r['image'], conversations=turns)
+
 @torch.no_grad()
 def caption_perplexity(model, # A LLaVA model
                        processor, # Its processor
@@ -94,11 +99,9 @@ def caption_perplexity(model, # A LLaVA model
                       )->float:
     "exp(mean NLL per caption token) of `{'caption', 'image'}` records."
     collate, device = LlavaCollate(processor, 'plain'), next(model.parameters()).device
-    conv = lambda r: [{'from': 'human', 'value': IMAGE_TOKEN}, {'from': 'gpt', 'value': r['caption']}]
     nll, n = 0.0, 0
     for i in range(0, len(records), batch_size):
-        b = collate([dict(id=str(j), index=j, image=r['image'], conversations=conv(r)) for j,
-                     r in enumerate(records[i:i + batch_size])])
+        b = collate([_caption_sample(j, r) for j, r in enumerate(records[i:i + batch_size])])
         logits = model(**{k: b[k].to(device) for k in ('input_ids', 'attention_mask', 'pixel_values')}).logits.float()
         labels = b['labels'][:, 1:].to(device)
         nll += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,

@@ -90,7 +90,8 @@ def clamp_outliers(x:torch.Tensor, # [..., N, D] features
                    q:float, # Quantile of |x| to clamp at, per feature
                   )->torch.Tensor:
     "PRH's outlier clamp: clip to ± the mean over rows of each row's q-quantile of |x|."
-    return x.clamp(*(lambda v: (-v, v))(torch.quantile(x.abs().flatten(1), q, dim=1).mean()))
+    v = torch.quantile(x.abs().flatten(1), q, dim=1).mean()
+    return x.clamp(-v, v)
 
 # %% ../nbs/07_mknn.ipynb #317fdcb4
 def mutual_knn(a:torch.Tensor, # [N, Da] features of representation A

@@ -28,7 +28,7 @@ __all__ = ['SUPPORTED', 'TEXT_BACKBONES', 'LLMS', 'VISION_ENCODERS', 'VISION_TOW
 # %% ../nbs/01_models.ipynb #41f540a4
 @contextlib.contextmanager
 def quiet_loading():
-    "Inside: transformers draws no per-load progress bar. Its setting is restored after."
+    "Inside: transformers draws no progress bar per model load or save. Its setting is restored after."
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try: yield

@@ -26,6 +26,7 @@ from .heads import HeadPooler, compress_heads, head_factors
 from .loss import HeraLoss
 from .mknn import NeighbourCache
 from .load import load_mllm, load_teacher, resolve
+from .models import quiet_loading
 from .select import PAPER_HEADS, load_selection, save_selection, score_and_select
 from .store import cached_dir, fingerprint, read_json, write_json
 
@@ -399,7 +400,8 @@ def _save_final(accelerator:Accelerator, wrapped:nn.Module, hm:HeraModel, proc, 
     "The MLLM's full state dict (gathered from shards under ZeRO-3 / FSDP) and processor, as a checkpoint."
     sd = accelerator.get_state_dict(wrapped)
     if accelerator.is_main_process:
-        hm.model.save_pretrained(final_dir, state_dict={k[6:]: v for k, v in sd.items() if k.startswith('model.')})
+        with quiet_loading():           # no per-save progress bar from transformers
+            hm.model.save_pretrained(final_dir, state_dict={k[6:]: v for k, v in sd.items() if k.startswith('model.')})
         proc.save_pretrained(final_dir)
 
 # %% ../nbs/12_train.ipynb #785c772d
@@ -527,6 +529,8 @@ def plot_training(out:str|Path, # A run folder (its `log.jsonl`)
     import matplotlib.pyplot as plt
     rows = [json.loads(l) for l in (Path(out)/'log.jsonl').read_text().splitlines()]
     n1 = max([r['step'] for r in rows if r['stage'] == 'stage1'], default=0)
+    config = Path(out)/'config.json'
+    tau0 = read_json(config)['hera']['tau'] if config.exists() else 0.07
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
     for s in ('stage1', 'stage2'):
         t = [r for r in rows if r['stage'] == s and 'lm' in r]
@@ -534,22 +538,20 @@ def plot_training(out:str|Path, # A run folder (its `log.jsonl`)
         if t: axes[0].plot(xs, [r['lm'] for r in t], label=f'L_LM {s}')
         if t and t[0]['hera'] is not None:
             axes[0].plot(xs, [r['hera'] for r in t], '--', label=f'L_HeRA {s}')
-            axes[1].plot(xs, [r['tau'] for r in t], label=s)
+            axes[1].plot(xs, [100 * (r['tau'] / tau0 - 1) for r in t], label=s)   # % change: readable at any size
     p = [r for r in rows if 'mknn_selected' in r]
     for key, lab in (('mknn_selected', 'selected heads'), ('mknn_best', 'best 5 before training')):
         axes[2].plot([_global_step(r, n1) for r in p], [r[key] for r in p], 'o-', label=lab)
-    _label_training_axes(axes, n1 if any(r['stage'] == 'stage2' for r in rows) else None)
+    _label_training_axes(axes, n1 if any(r['stage'] == 'stage2' for r in rows) else None, tau0)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/12_train.ipynb #7f2321c8
-def _label_training_axes(axes, stage2_start:int|None):
+def _label_training_axes(axes, stage2_start:int|None, tau0:float):
     "Titles, axis labels, a marker where stage 2 starts, and legends."
-    from matplotlib.ticker import FormatStrFormatter
-    labels = (('losses', 'loss (nats)'), ('temperature τ', 'τ'),
+    labels = (('losses', 'loss (nats)'), ('temperature τ', f'τ, % change from τ₀ = {tau0:g}'),
               ('MKNN on the probe set', 'mean MKNN with the teacher'))
     for ax, (title, ylabel) in zip(axes, labels):
         ax.set(title=title, xlabel='optimizer step (stage 1, then stage 2)', ylabel=ylabel)
         if stage2_start is not None: ax.axvline(stage2_start, color='grey', ls=':', lw=1, label='stage 2 starts')
         if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
-    axes[1].yaxis.set_major_formatter(FormatStrFormatter('%.3f'))

@@ -63,3 +63,24 @@ def test_library_lines_are_short_and_unchained():
             if t.type == tokenize.OP and t.string == ';': chained.append(f'{f.name}:{t.start[0]}')
     assert not long, f'lines over 120 characters: {long}'
     assert not chained, f'statements chained with ";": {chained}'
+
+def test_saved_outputs_match_their_code():
+    "The chapters a reader opens first ship with outputs; they must be those of the current code (and library)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('outputs', ROOT/'.ci'/'outputs.py')
+    outputs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(outputs)
+    assert not outputs.stale(), f'saved outputs of {outputs.stale()} are stale: run `python .ci/outputs.py`'
+    for name in outputs.EXECUTED:
+        shown = [o for c in cells(ROOT/'nbs'/name) if c['cell_type'] == 'code' for o in c.get('outputs', [])]
+        assert shown, f'{name} has no saved outputs'
+        assert not any('application/vnd.jupyter.widget-view+json' in o.get('data', {}) for o in shown), name
+
+LINK = re.compile(r'\]\((?!https?:|#|mailto:)([^)\s]+)\)')
+
+def test_links_open_from_where_they_are_read():
+    "Links and images in the notebooks are relative to nbs/ (JupyterLab, Colab); README.md's to the repository root."
+    broken = [f'{p.name}: {t}' for p in NBS for c in cells(p) if c['cell_type'] == 'markdown'
+              for t in LINK.findall(source(c)) if not (p.parent/t.split('#')[0]).exists()]
+    broken += [f'README.md: {t}' for t in LINK.findall((ROOT/'README.md').read_text()) if not (ROOT/t.split('#')[0]).exists()]
+    assert not broken, f'links that open nothing: {broken}'
