@@ -151,7 +151,7 @@ def _write_shard(path:Path, m:dict, buf:dict):
 def capture(model:nn.Module, # Text-only LLM (paper's mode) or MLLM, matching `collate`
             records:Sequence[dict], # `{'caption', 'image'}` records
             collate:Callable, # `CaptionCollate` or `PlainCollate` (with the teacher, if any)
-            out:str|Path, # Capture folder (created; resumed when it holds a partial capture of the same recipe)
+            out:str|Path, # Capture folder (created, resumed when it holds a partial capture of the same recipe)
             layers:Sequence[int]|None=None, # Layers to capture (default: all)
             batch_size:int=16, # Samples per forward pass
             shard_size:int=256, # Samples per shard: bounds RAM, and the work lost on interruption

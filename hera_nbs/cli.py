@@ -20,8 +20,8 @@ from .train import fit, load_config
 from .world import world_pairs
 
 # %% auto #0
-__all__ = ['COMMANDS', 'ENTRY_POINTS', 'parser', 'run', 'hera_score', 'score', 'hera_train', 'train', 'hera_demo', 'demo',
-           'hera_data_check', 'data', 'main']
+__all__ = ['ENTRY_POINTS', 'parser', 'run', 'hera_score', 'score', 'hera_train', 'train', 'hera_demo', 'demo', 'hera_data_check',
+           'dispatch', 'data', 'main']
 
 # %% ../nbs/15_cli.ipynb #dd2446a8
 def _scalar(anno):
@@ -85,7 +85,7 @@ def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a 
                teacher:str='tiny', # tiny, world, a short name (dinov2-l...), hub name or folder
                data:str|None=None, # LLaVA JSON of image-caption pairs (default: the tiny world's captions)
                image_folder:str|None=None, # Images are relative to this folder (default: the JSON's folder)
-               n_samples:int|None=None, # Captions to use (default: 512 of the world; all of --data)
+               n_samples:int|None=None, # Captions to use (default: 512 of the world, all of --data)
                k:int=10, # MKNN neighbourhood size
                n:int=5, # Heads to select
                mode:Literal['worst', 'best', 'random']='worst', # Which heads: the least aligned (the paper's), ...
@@ -170,16 +170,23 @@ def hera_data_check(path:str, # LLaVA JSON file
     return 0 if report.ok else 1
 
 # %% ../nbs/15_cli.ipynb #6f9b163b
-COMMANDS = {'check': hera_data_check}
+def dispatch(commands:dict, # command name -> a function of its arguments that returns an exit status
+             argv:list[str]|None, # The command, then its arguments (default: the command line)
+             prog:str, # How the usage line names the program
+            )->int:
+    "Run the command `argv[0]` names; a usage line and exit status 2 for a missing or unknown one."
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in commands:
+        print(f'usage: {prog} {{{",".join(commands)}}} ...', file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+def _check(argv:list[str])->int: return run(hera_data_check, argv, 'hera-data check')
 
 def data(argv:list[str]|None=None, # Arguments (default: the command line)
         )->int:
     "`hera-data <command> ...`: tools for LLaVA-format training data."
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        print(f'usage: hera-data {{{",".join(COMMANDS)}}} ... (one of {list(COMMANDS)})', file=sys.stderr)
-        return 2
-    return run(COMMANDS[argv[0]], argv[1:], f'hera-data {argv[0]}')
+    return dispatch({'check': _check}, argv, 'hera-data')
 
 # %% ../nbs/15_cli.ipynb #b8634520
 ENTRY_POINTS = {'score': score, 'train': train, 'demo': demo, 'data': data}
@@ -187,10 +194,6 @@ ENTRY_POINTS = {'score': score, 'train': train, 'demo': demo, 'data': data}
 def main(argv:list[str]|None=None, # The command, then its arguments (default: the command line)
         )->int:
     "`python -m hera_nbs.cli {score,train,demo,data} ...`"
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ENTRY_POINTS:
-        print(f'usage: python -m hera_nbs.cli {{{",".join(ENTRY_POINTS)}}} ...', file=sys.stderr)
-        return 2
-    return ENTRY_POINTS[argv[0]](argv[1:])
+    return dispatch(ENTRY_POINTS, argv, 'python -m hera_nbs.cli')
 
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())   # never when the notebook runs

@@ -32,7 +32,7 @@ VARIANTS = {  # name -> (HeRA on, which heads)
 class DemoConfig:
     "One `hera-demo` run: the world, the parts, which variants and seeds, how long each trains."
     out:str = 'runs/demo'                   # output folder
-    llm:str = 'tiny'                        # tiny: the parts' LM; else an LLM spec (smollm2, short name, hub...)
+    llm:str = 'tiny'                        # tiny: the parts' LM, else an LLM spec (smollm2, short name, hub...)
     parts:PartsRecipe = field(default_factory=PartsRecipe)
     variants:tuple[str, ...] = ('baseline', 'hera')  # any of `VARIANTS`
     seeds:tuple[int, ...] = (0,)            # training seeds: projector initialisation and data order

@@ -98,7 +98,7 @@ def mutual_knn(a:torch.Tensor, # [N, Da] features of representation A
                b:torch.Tensor, # [N, Db] features of representation B (same samples, same order)
                k:int=10, # Neighbourhood size
                normalize:bool=True, # L2-normalise rows first
-               clamp_q:float|None=None, # PRH outlier clamp quantile (e.g. 0.95); None: no clamp
+               clamp_q:float|None=None, # PRH outlier clamp quantile (e.g. 0.95), None: no clamp
               )->float:
     "Mean over samples of |kNN_a(i) ∩ kNN_b(i)| / k, neighbours by dot product, self excluded."
     if a.ndim != 2 or b.ndim != 2:

@@ -162,7 +162,7 @@ def _tokenizer_with_image_token(llm:str, gguf_file:str|None=None):
 # %% ../nbs/01_models.ipynb #c1119df2
 def build_llava(llm:str, # LLM checkpoint: hub name or local directory (`load_mllm` takes short names)
                 vision:str, # Vision encoder checkpoint: SigLIP/SigLIP2 or CLIP, hub name or folder
-                projector:str='mlp2x_gelu', # Projector type; LLaVA-1.5's two-layer GELU MLP is the one supported
+                projector:str='mlp2x_gelu', # Projector type, LLaVA-1.5's two-layer GELU MLP is the one supported
                 dtype:torch.dtype=torch.float32, # Weights dtype (bf16 on GPU)
                 vision_feature_layer:int=-2, # Vision layer whose patch features feed the projector
                 **llm_kwargs, # Passed to the LLM's `from_pretrained` (e.g. `gguf_file=`, `attn_implementation=`)

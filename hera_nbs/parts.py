@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_parts.ipynb #40a845ee
 from __future__ import annotations
-import inspect, math, random
+import inspect, io, math, random, tokenize
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -52,7 +52,7 @@ QUICK_PARTS = PartsRecipe(n_scenes=1024, vision_steps=400, teacher_steps=1500, l
 
 # %% ../nbs/03_parts.ipynb #fcfdd50c
 def fit_steps(params:list, # Parameters to train
-              batch_loss, # Called with a [batch_size] index tensor; returns the scalar loss
+              batch_loss, # Called with a [batch_size] index tensor, returns the scalar loss
               n:int, # Number of training examples
               r:PartsRecipe, # Batch size and seed
               steps:int, # Optimizer steps
@@ -327,8 +327,9 @@ _TRAINING_CODE = (fit_steps, pixels, vision_processor, caption_ids, pretrain_vis
                   prior_effect, new_teacher, knn_attribute_share)
 
 def _code(obj)->list[str]:
-    "Source lines of a function or module without its comment lines: renaming a notebook does not rebuild the parts."
-    return [l for l in inspect.getsource(obj).splitlines() if not l.lstrip().startswith('#')]
+    "The tokens of a function's or module's source, comments aside: a comment or a moved notebook rebuilds nothing."
+    tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(obj)).readline)
+    return [t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL)]
 
 def parts_fingerprint(r:PartsRecipe, # The recipe
                      )->str:

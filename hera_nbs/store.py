@@ -12,7 +12,7 @@ from typing import Any, Callable
 __all__ = ['atomic_write_bytes', 'write_json', 'read_json', 'cached_dir', 'fingerprint', 'cache_root']
 
 # %% ../nbs/00_store.ipynb #e9f8776f
-def atomic_write_bytes(path:str|Path, # Destination file; its parent directory is created if missing
+def atomic_write_bytes(path:str|Path, # Destination file, its parent directory is created if missing
                        data:bytes, # Content to write
                       )->Path:
     "Write `data` to `path` so that readers see either the old file or the complete new one."
@@ -44,7 +44,7 @@ def read_json(path:str|Path, # A JSON file
     return json.loads(Path(path).read_text())
 
 # %% ../nbs/00_store.ipynb #8a5e8a64
-def cached_dir(path:str|Path, # Final directory; returned as is when it already exists
+def cached_dir(path:str|Path, # Final directory, returned as is when it already exists
                build:Callable[[Path], Any], # Called with an empty temporary directory to fill
               )->Path:
     "Return `path`, building it atomically with `build(tmp_dir)` if it does not exist yet."
@@ -68,7 +68,7 @@ def fingerprint(obj:Any, # JSON-serialisable description of a recipe
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 # %% ../nbs/00_store.ipynb #20558361
-def cache_root(cache_dir:str|Path|None=None, # Explicit location; wins over the environment
+def cache_root(cache_dir:str|Path|None=None, # Explicit location, wins over the environment
               )->Path:
     "Where hera_nbs caches built artefacts: `cache_dir`, else `$HERA_CACHE`, else `~/.cache/hera_nbs`."
     return Path(cache_dir or os.environ.get('HERA_CACHE') or Path.home()/'.cache'/'hera_nbs')

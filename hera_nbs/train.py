@@ -39,7 +39,7 @@ __all__ = ['HeraConfig', 'StageConfig', 'TrainConfig', 'load_config', 'build_mod
 @dataclass
 class HeraConfig:
     "The alignment loss and which heads it trains."
-    lambda_hera:float = 0.01      # weight of the HeRA loss; 0 is the plain LLaVA baseline
+    lambda_hera:float = 0.01      # weight of the HeRA loss, 0 is the plain LLaVA baseline
     k:int = 10                    # teacher neighbours per sample (positives)
     n_heads:int = 5               # heads (or layers) aligned
     heads:str = 'worst'           # worst | best | random | paper | path to a selection JSON
@@ -58,7 +58,7 @@ class StageConfig:
     template:str = 'plain'        # plain (stage 1) | chat (stage 2)
     train_llm:str = 'none'        # none (projector only) | full | lora
     lr:float = 1e-3
-    batch_size:int = 16           # per process; the contrastive batch is batch_size x processes
+    batch_size:int = 16           # per process, the contrastive batch is batch_size x processes
     grad_accum:int = 1
     epochs:int = 1
     max_steps:int|None = None     # optimizer steps (overrides epochs)
@@ -126,7 +126,7 @@ def build_models(cfg:TrainConfig, # The run
 # %% ../nbs/12_train.ipynb #5138c6ff
 def choose_heads(cfg:TrainConfig, model, proc, teacher, # The run and its models
                  out:Path, # Run folder: the scoring (`scoring/`) and the run's `selection.json` go there
-                 main:bool=True, # This process scores and writes; the others read what it wrote
+                 main:bool=True, # This process scores and writes, the others read what it wrote
                  progress:bool=True, # Progress bars
                 )->tuple[list, list]:
     "The (layer, head) pairs, or (layer,) singletons for layer granularity, that HeRA aligns; and the best heads."
@@ -370,7 +370,7 @@ def _stage_parts(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, tea
     "This stage's dataset, teacher vectors, optimiser, schedule, batches per epoch and optimiser steps."
     ds = LlavaDataset(stage.data, stage.image_folder, stage.limit)
     cached = out/f'teacher-{name}-{fingerprint([stage.data, stage.limit, cfg.teacher])}.safetensors'
-    with accelerator.main_process_first():    # rank 0 computes and caches the features; the others then read them
+    with accelerator.main_process_first():    # rank 0 computes and caches the features, the others then read them
         feats = teacher_features(teacher, ds, cached, progress=progress and accelerator.is_main_process)
     set_trainable(hm.model, stage, cfg.lora_r)
     hm.loss.log_tau.requires_grad_(cfg.hera.lambda_hera > 0 and cfg.hera.learn_tau)
@@ -471,7 +471,7 @@ def fit(cfg:TrainConfig, # The run
     model, proc, teacher = build_models(cfg, accelerator.device, deepspeed)
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=dict(use_reentrant=False))
-    with accelerator.main_process_first():    # rank 0 scores and selects; the others read its selection
+    with accelerator.main_process_first():    # rank 0 scores and selects, the others read its selection
         selection, best = choose_heads(cfg, model, proc, teacher, out, accelerator.is_main_process, progress)
     _check_same_everywhere(selection)
     if accelerator.is_main_process:

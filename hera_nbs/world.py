@@ -74,7 +74,7 @@ def render(scene:tuple[Obj, ...], # Objects to draw
 def world_pairs(n:int, # Number of image–caption pairs
                 seed:int=0, # Seed of the scene sampler
                 image_size:int=64, # Image side in pixels
-                prior:float=0.0, # Probability that a shape brings its `PARTNER` along (the training prior; 0: none)
+                prior:float=0.0, # Probability that a shape brings its `PARTNER` along (the training prior, 0: none)
                )->list[dict]:
     "`n` random scenes as `{'caption', 'image', 'scene'}` records, deterministic from `seed`."
     if n < 1: raise ValueError(f'n must be >= 1, got {n}')
@@ -102,7 +102,7 @@ def questions(scene:tuple[Obj, ...], # The scene asked about
 # %% ../nbs/02_world.ipynb #31c8f44d
 def write_llava(records:list[dict], # `world_pairs` records
                 folder:str|Path, # Output folder: images/ and the JSON file
-                stage:int=1, # 1: captions (plain template); 2: question answering (chat template)
+                stage:int=1, # 1: captions (plain template), 2: question answering (chat template)
                 seed:int=0, # Seed of the questions
                 text_only:int=0, # Extra samples without an image (stage 2), as LLaVA-665k has
                )->Path:
