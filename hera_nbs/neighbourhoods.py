@@ -149,7 +149,7 @@ def plot_pair(maps:NeighbourhoodMaps, # Features, lists and cached maps
     sc = _draw(axes[0], maps.map((layer, head), k), style, sample, head_nb, teacher_nb,
                f'head L{layer}H{head}: MKNN {ov.mean():.3f}, sample overlap {ov[sample]:.1f}')
     _draw(axes[1], maps.map('teacher', k), style, sample, head_nb, teacher_nb, f'teacher, k={k}')
-    axes[1].legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1), title='rings')
+    axes[1].legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.02), ncol=4, title='rings')   # below
     if labels is None: axes[0].figure.colorbar(sc, ax=list(axes), fraction=.03, label='overlap with the teacher at k')
     else:
         points = [Line2D([], [], ls='', marker='o', color=c, label=str(x)) for x, c in style['categories'].items()]
