@@ -65,18 +65,27 @@ def page(lab, tmp_path):
         yield pg
         browser.close()
 
+def _settle(page, seconds:float=60):
+    """Accept JupyterLab's 'Select Kernel' dialog whenever it comes (it can, while the kernel list loads), until the
+    notebook's kernel has been idle with no dialog for 3 s."""
+    quiet, end = 0, time.time() + seconds
+    while time.time() < end and quiet < 3:
+        if page.locator('.jp-Dialog').count():
+            page.click('.jp-Dialog button.jp-mod-accept')
+            quiet = 0
+        elif page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count(): quiet += 1
+        else: quiet = 0
+        page.wait_for_timeout(1_000)
+
 def run_all(page, url:str, notebook:str):
-    "Open a notebook in JupyterLab, Run All, wait until the kernel is idle."
-    page.goto(f'{url}/lab/tree/{notebook}')
+    "Open a notebook in JupyterLab (a fresh workspace), Run All, wait until the kernel is idle."
+    page.goto(f'{url}/lab/tree/{notebook}?reset')
     page.wait_for_selector('.jp-Notebook .jp-Cell', timeout=120_000)
-    page.wait_for_timeout(2_000)
-    if page.locator('.jp-Dialog').count():                   # "Select Kernel" while the kernel list loads
-        page.click('.jp-Dialog button.jp-mod-accept')
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state='attached', timeout=120_000)
+    _settle(page)
     page.click('text=Run', timeout=30_000)                    # the menu bar's Run menu
     page.click('text=Run All Cells')
     page.wait_for_timeout(2_000)
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state='attached', timeout=600_000)
+    _settle(page, 600)
 
 def figure_png(page, widget)->str:
     "The source of the last figure drawn in an explorer's output area."
