@@ -34,11 +34,9 @@ def check_training(work:Path, steps:int)->dict:
     from torch.optim.optimizer import register_optimizer_step_pre_hook
     from hera_nbs.parts import PartsRecipe, world_parts
     from hera_nbs.train import HeraConfig, StageConfig, TrainConfig, fit
-    from hera_nbs.world import world_pairs, write_llava
     recipe = PartsRecipe(n_scenes=256, vision_steps=20, teacher_steps=20, lm_steps=20)   # saved like real checkpoints
     parts = world_parts(recipe, work/'cache', progress=False)
-    write_llava(world_pairs(512, seed=1), work/'data', stage=1)
-    write_llava(world_pairs(512, seed=2), work/'data', stage=2, text_only=16)
+    write_data(work)
     cfg = TrainConfig(llm=str(parts/'llm'), vision=str(parts/'vision'), teacher=str(parts/'teacher'),
                       output_dir=str(work/'run'), log_with=None, log_every=1, probe_every=steps,
                       checkpoint_every=steps, mixed_precision='bf16',
@@ -65,6 +63,13 @@ def check_training(work:Path, steps:int)->dict:
                 skipped=summary['stage2']['skipped'],
                 selection=summary['selection'])
 
+def write_data(work:Path):
+    "Both stages' LLaVA files from the tiny world (512 samples each), unless written already."
+    from hera_nbs.world import world_pairs, write_llava
+    if (work/'data'/'stage2.json').exists(): return
+    write_llava(world_pairs(512, seed=1), work/'data', stage=1)
+    write_llava(world_pairs(512, seed=2), work/'data', stage=2, text_only=16)
+
 def _finite(row:dict)->bool:
     "The row's losses and temperature are numbers (None: no HeRA loss in that run)."
     return all(v is None or math.isfinite(v) for k, v in row.items() if k in ('lm', 'hera', 'tau'))
@@ -74,6 +79,7 @@ def check_zero3(work:Path)->dict:
     try: import deepspeed  # noqa: F401
     except Exception as e: return dict(ran=False, why=f'deepspeed does not import: {e!r}'[:300])
     import yaml
+    write_data(work)
     cfg = dict(llm='tiny:llava-qwen2', teacher='tiny', output_dir=str(work/'zero3'), log_with=None, log_every=1,
                probe_every=2,
                checkpoint_every=2, mixed_precision='bf16', hera=dict(k=10, score_samples=64),
@@ -83,7 +89,11 @@ def check_zero3(work:Path)->dict:
     (work/'zero3.yaml').write_text(yaml.safe_dump(cfg))
     r = run([sys.executable, '-m', 'accelerate.commands.launch', '--config_file', 'configs/accelerate/zero3.yaml',
              '--num_processes', '1', '-m', 'hera_nbs.cli', 'train', str(work/'zero3.yaml')], timeout=420)
-    out = dict(ran=True, returncode=r.returncode, tail=(r.stdout + r.stderr)[-1500:])
+    log = r.stdout + r.stderr
+    if os.environ.get('OUT'): Path(os.environ['OUT'], 'zero3.log').write_text(log)
+    lines = [re.sub(r'^\[rank\d+\]:\s*', '', l).strip() for l in log.splitlines()]
+    errors = [l for l in lines if re.match(r'\w*(Error|Exception)\b', l)]   # the first cause
+    out = dict(ran=True, returncode=r.returncode, errors=errors[:5], tail=log[-1500:])
     if r.returncode == 0: out.update(summary=last_json(r.stdout), saved=(work/'zero3'/'final').exists())
     return out
 
@@ -111,6 +121,7 @@ def check_bench(script:str, args:list, timeout:int=300)->dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--smoke', action='store_true', help='small sizes, any device: checks the plumbing, not the GPU')
+    p.add_argument('--only', default='', help='comma-separated checks to run (default: all), e.g. training,mknn')
     a = p.parse_args()
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
     res = dict(device=dev, torch=torch.__version__, smoke=a.smoke, started=time.strftime('%Y-%m-%dT%H:%M:%S'))
@@ -118,6 +129,7 @@ def main():
                   scoring=lambda w: check_scoring(w, 64 if a.smoke else 1000),
                   train_step=lambda w: check_bench('train_step.py', ['--steps', '3', '--reps', '1'] if a.smoke else []),
                   mknn=lambda w: check_bench('mknn.py', ['--n', '200', '--layers', '4', '--heads', '4'] if a.smoke else []))
+    if a.only: checks = {k: v for k, v in checks.items() if k in a.only.split(',')}
     with tempfile.TemporaryDirectory() as d:
         for name, check in checks.items():
             t = time.time()
@@ -126,8 +138,10 @@ def main():
             print(f'{name}: {time.time() - t:.0f} s', file=sys.stderr, flush=True)
     tag = re.sub(r'[^A-Za-z0-9]+', '-', dev).strip('-').lower() + ('-smoke' if a.smoke else '')
     for folder in filter(None, [ROOT/'bench'/'results', os.environ.get('OUT')]):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder)/f'gpu_check-{tag}.json').write_text(json.dumps(res, indent=1) + '\n')
+        path = Path(folder)/f'gpu_check-{tag}.json'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**json.loads(path.read_text()), **res} if a.only and path.exists() else res   # --only updates
+        path.write_text(json.dumps(merged, indent=1) + '\n')
     print(json.dumps(res))
 
 if __name__ == '__main__': main()

@@ -14,5 +14,6 @@ if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # hera_nbs from this checkout, installed or not
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 exec python3 bench/gpu_check.py "$@"

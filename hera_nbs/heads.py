@@ -133,6 +133,8 @@ def gathered(params:Sequence[nn.Parameter], # Parameters read outside a forward 
             ):
     "Context in which DeepSpeed ZeRO-3 partitioned `params` hold their full values; a no-op for ordinary ones."
     params = [p for p in params if hasattr(p, 'ds_id')]     # ZeRO-3 marks the parameters it partitions
+    # one already gathered by an enclosing context stays that context's: DeepSpeed refuses to gather it twice
+    params = [p for p in params if getattr(getattr(p, 'ds_status', None), 'name', None) != 'AVAILABLE']
     if not params: return contextlib.nullcontext()
     import deepspeed
     return deepspeed.zero.GatheredParameters(params, modifier_rank=None)

@@ -66,13 +66,19 @@ class HeraLoss(nn.Module):
         super().__init__()
         if k < 1: raise ValueError(f'k must be >= 1, got {k}')
         self.k, self.normalize, self.tau_range, self.gather = k, normalize, tau_range, gather
-        self.log_tau = nn.Parameter(torch.tensor(math.log(tau)), requires_grad=learn_tau)
+        # shape [1], not a 0-d scalar: DeepSpeed ZeRO-3 cannot flatten 0-d parameters (the GPU check found it)
+        self.log_tau = nn.Parameter(torch.tensor([math.log(tau)]), requires_grad=learn_tau)
         self.skipped = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + 'log_tau'    # checkpoints written before log τ had shape [1] hold a 0-d tensor
+        if key in state_dict and state_dict[key].ndim == 0: state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def tau(self)->torch.Tensor:
         lo, hi = self.tau_range
-        return self.log_tau.clamp(math.log(lo), math.log(hi)).exp()
+        return self.log_tau.clamp(math.log(lo), math.log(hi)).exp().squeeze(0)
 
     def positives(self,
                   t:torch.Tensor, # [N, D_t] teacher vectors
@@ -104,7 +110,7 @@ class HeraLoss(nn.Module):
         n_valid = int(valid.sum())
         if n_valid < self.k + 1:
             self.skipped += 1
-            return z.sum() * 0 + self.log_tau * 0
+            return z.sum() * 0 + self.log_tau.sum() * 0
         pos = self.positives(t, valid)[own]                                   # [n, k] global column indices
         zf = F.normalize(_at_least_fp32(z), dim=-1) if self.normalize else _at_least_fp32(z)
         logits = zf[:, own] @ zf.transpose(1, 2) / self.tau.to(zf.dtype)     # [M, n, N], float32 under bf16

@@ -4,12 +4,12 @@
 
 # %% ../nbs/00_store.ipynb #fb14c7ea
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile
+import contextlib, hashlib, json, os, shutil, sys, tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 # %% auto #0
-__all__ = ['atomic_write_bytes', 'write_json', 'read_json', 'cached_dir', 'fingerprint', 'cache_root']
+__all__ = ['atomic_write_bytes', 'write_json', 'read_json', 'whole_weights', 'cached_dir', 'fingerprint', 'cache_root']
 
 # %% ../nbs/00_store.ipynb #e9f8776f
 def atomic_write_bytes(path:str|Path, # Destination file, its parent directory is created if missing
@@ -43,6 +43,17 @@ def read_json(path:str|Path, # A JSON file
     "Read a JSON file written by `write_json`."
     return json.loads(Path(path).read_text())
 
+# %% ../nbs/00_store.ipynb #cbd9c79d
+@contextlib.contextmanager
+def whole_weights():
+    "Build models with whole tensors while inside the block, even in a ZeRO-3 launch (transformers' zero.Init is off)."
+    ds = sys.modules.get('transformers.integrations.deepspeed')   # not imported: nothing to switch off
+    ref = getattr(ds, '_hf_deepspeed_config_weak_ref', None)
+    if ref is not None: ds.unset_hf_deepspeed_config()
+    try: yield
+    finally:
+        if ref is not None: ds._hf_deepspeed_config_weak_ref = ref
+
 # %% ../nbs/00_store.ipynb #8a5e8a64
 def cached_dir(path:str|Path, # Final directory, returned as is when it already exists
                build:Callable[[Path], Any], # Called with an empty temporary directory to fill
@@ -53,7 +64,7 @@ def cached_dir(path:str|Path, # Final directory, returned as is when it already 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.tmp-'))
     try:
-        build(tmp)
+        with whole_weights(): build(tmp)
         try: os.replace(tmp, path)
         except OSError:
             if not path.is_dir(): raise  # a concurrent build won the race: keep theirs

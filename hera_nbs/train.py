@@ -22,13 +22,13 @@ from transformers import get_cosine_schedule_with_warmup
 
 from .capture import CaptionCollate, open_image
 from .data import LlavaCollate, LlavaDataset, caption_records
-from .heads import HeadPooler, compress_heads, head_factors
+from .heads import HeadPooler, compress_heads, gathered, head_factors
 from .loss import HeraLoss
 from .mknn import NeighbourCache
 from .load import load_mllm, load_teacher, resolve
 from .models import quiet_loading
 from .select import PAPER_HEADS, load_selection, save_selection, score_and_select
-from .store import cached_dir, fingerprint, read_json, write_json
+from .store import cached_dir, fingerprint, read_json, whole_weights, write_json
 
 # %% auto #0
 __all__ = ['HeraConfig', 'StageConfig', 'TrainConfig', 'load_config', 'build_models', 'choose_heads', 'HeraModel',
@@ -120,7 +120,8 @@ def build_models(cfg:TrainConfig, # The run
     dtype = torch.bfloat16 if bf16 and deepspeed else torch.float32   # autocast computes in bf16 either way
     model, proc = load_mllm(cfg.llm, cfg.vision, dtype, cfg.seed)
     teacher_dtype = torch.bfloat16 if bf16 else torch.float32            # frozen: never updated, bf16 is enough
-    teacher = load_teacher(cfg.teacher, teacher_dtype, device, seed=cfg.seed)
+    with whole_weights():     # frozen, outside DeepSpeed's engine: never partitioned by ZeRO-3
+        teacher = load_teacher(cfg.teacher, teacher_dtype, device, seed=cfg.seed)
     return model.to(device), proc, teacher.to(device)
 
 # %% ../nbs/12_train.ipynb #5138c6ff
@@ -422,6 +423,8 @@ def run_stage(name:str, # stage1 or stage2
     "Train one stage; return its last log row."
     ds, feats, opt, sched, per_epoch, total = _stage_parts(name, stage, cfg, hm, teacher, accelerator, out, progress)
     accelerator.gradient_accumulation_steps = stage.grad_accum
+    if accelerator.state.deepspeed_plugin:    # DeepSpeed wants the micro batch, which it cannot read off our sampler
+        accelerator.state.deepspeed_plugin.deepspeed_config['train_micro_batch_size_per_gpu'] = stage.batch_size
     wrapped, opt = accelerator.prepare(hm, opt)     # `hm` itself, or its DDP / DeepSpeed wrapper
     step, batch_no = 0, 0
     if resume_state and resume_state['stage'] == name:
@@ -470,8 +473,9 @@ def fit(cfg:TrainConfig, # The run
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     model, proc, teacher = build_models(cfg, accelerator.device, deepspeed)
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=dict(use_reentrant=False))
-    with accelerator.main_process_first():    # rank 0 scores and selects, the others read its selection
+        _checkpoint_activations(model)
+    whole = gathered(list(model.parameters()))  # ZeRO-3: every rank holds the whole model until the engine wraps it
+    with whole, accelerator.main_process_first():    # rank 0 scores and selects, the others read its selection
         selection, best = choose_heads(cfg, model, proc, teacher, out, accelerator.is_main_process, progress)
     _check_same_everywhere(selection)
     if accelerator.is_main_process:
@@ -479,7 +483,9 @@ def fit(cfg:TrainConfig, # The run
     loss = HeraLoss(cfg.hera.k, cfg.hera.tau, cfg.hera.learn_tau, cfg.hera.normalize)
     hm = HeraModel(model, loss, selection, cfg.hera.lambda_hera)
     probe = _probe_set(cfg, teacher, selection, best)
-    if probe: _log(out, dict(stage='start', step=0, **probe_mknn(model, proc.tokenizer, **probe)), accelerator, 0)
+    if probe:
+        with gathered(list(model.parameters())): start = probe_mknn(model, proc.tokenizer, **probe)
+        _log(out, dict(stage='start', step=0, **start), accelerator, 0)
     if accelerator.log_with: accelerator.init_trackers('hera')
     ckpt = latest_checkpoint(out) if resume else None
     state = dict(read_json(ckpt/'state.json'), path=str(ckpt)) if ckpt else None
@@ -515,6 +521,14 @@ def _check_same_everywhere(selection:list):
     from accelerate.utils import gather_object
     seen = gather_object([[list(s) for s in selection]])
     if any(s != seen[0] for s in seen): raise RuntimeError(f'processes selected different heads: {seen}')
+
+def _checkpoint_activations(model):
+    "Recompute activations in the backward pass (the method's name changed in transformers 5.2x; 5.0 has the old one)."
+    kw = dict(use_reentrant=False)
+    if hasattr(model, 'activation_checkpointing_enable'):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
 
 def _has(module:str)->bool:
     import importlib.util

@@ -2,11 +2,11 @@
 weights, the loss under autocast, accumulation windows per stage, tokenizers without a pad token, several fits in one
 notebook kernel (multi-process caches: tests/test_train.py). Each test failed on the code before its fix, but the
 accumulation test, which guards what accelerate already did (see there)."""
-import contextlib, json, sys, types
+import contextlib, enum, json, math, sys, types
 import pytest, torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from safetensors.torch import load_file
-from hera_nbs.heads import HeadPooler, head_factors
+from hera_nbs.heads import HeadPooler, gathered, head_factors
 from hera_nbs.data import LlavaCollate, LlavaDataset
 from hera_nbs.loss import HeraLoss
 from hera_nbs.mknn import lists_from_gram
@@ -69,6 +69,8 @@ class _Regather(torch.autograd.Function):
         ctx.gather()
         return grad, None
 
+Status = enum.Enum('Status', 'AVAILABLE NOT_AVAILABLE INFLIGHT')   # deepspeed's ZeroParamStatus
+
 class Zero3:
     "ZeRO-3 on o_proj modules: each weight an empty partition, gathered and released by hooks registered after ours."
     def __init__(self, modules):
@@ -78,12 +80,16 @@ class Zero3:
             m.register_forward_pre_hook(lambda m, args: self._set(m.weight, True))
             m.register_forward_hook(lambda m, args, out: self._release(m, out))
             self._set(m.weight, False)
-    def _set(self, w, full:bool): w.data = self.full[w] if full else torch.empty(0)
+    def _set(self, w, full:bool):
+        w.data = self.full[w] if full else torch.empty(0)
+        w.ds_status = Status.AVAILABLE if full else Status.NOT_AVAILABLE
     def _release(self, m, out):
         self._set(m.weight, False)
         return _Regather.apply(out, lambda: self._set(m.weight, True))
     @contextlib.contextmanager
     def gathered(self, params, modifier_rank=None):   # deepspeed.zero.GatheredParameters
+        if any(p.ds_status == Status.AVAILABLE for p in params):
+            raise RuntimeError('Nested GatheredParameters contexts cannot overlap parameters')   # as DeepSpeed does
         for p in params: self._set(p, True)
         try: yield
         finally:
@@ -121,6 +127,34 @@ def test_zero3_weights_read_outside_a_forward_are_gathered(data, monkeypatch):
     assert torch.equal(head_factors(HeadPooler(model).geom), ref)
     assert probe_mknn(model, proc.tokenizer, recs, teach, {'some': [(0, 1), (3, 2)]}, k=4) == probe_ref
     assert all(w.numel() == 0 for w in z3.full)                 # released again afterwards
+    with gathered(list(model.parameters())):                    # as `fit` holds the whole model while it scores
+        assert torch.equal(head_factors(HeadPooler(model).geom), ref)   # the inner gather leaves them to the outer
+        assert all(w.numel() > 0 for w in z3.full)
+    assert all(w.numel() == 0 for w in z3.full)
+
+def test_zero3_can_flatten_every_parameter_and_old_scalar_tau_loads():
+    "DeepSpeed ZeRO-3 cannot flatten a 0-d parameter (the GPU check failed on log τ); older checkpoints still load."
+    model, _ = tiny_mllm('llava-qwen2')
+    hm = HeraModel(model, HeraLoss(k=4), [(1, 3)], 0.01)
+    assert [n for n, p in hm.named_parameters() if p.ndim == 0] == []
+    loss = HeraLoss(k=4)
+    loss.load_state_dict({'log_tau': torch.tensor(-1.0)})       # as saved when log τ was 0-d
+    assert loss.log_tau.shape == (1,) and loss.tau.item() == pytest.approx(math.exp(-1.0))
+    assert loss.tau.ndim == 0
+
+def test_activation_checkpointing_on_old_and_new_transformers():
+    "transformers 5.2x renamed gradient_checkpointing_enable (5.17 on the GPU machine has only the old name)."
+    from hera_nbs.train import _checkpoint_activations
+    class Old:
+        def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+            self.kw = gradient_checkpointing_kwargs
+    class New(Old):
+        def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None):
+            self.kw = ('new', activation_checkpointing_kwargs)
+    old, new = Old(), New()
+    _checkpoint_activations(old)
+    _checkpoint_activations(new)
+    assert old.kw == {'use_reentrant': False} and new.kw == ('new', {'use_reentrant': False})
 
 # ---- 3. several processes: tests/test_train.py's two-process run slows every cache write ------------------------
 
