@@ -128,7 +128,7 @@ def main():
     checks = dict(training=lambda w: check_training(w, 2 if a.smoke else 20), zero3=check_zero3,
                   scoring=lambda w: check_scoring(w, 64 if a.smoke else 1000),
                   train_step=lambda w: check_bench('train_step.py', ['--steps', '3', '--reps', '1'] if a.smoke else []),
-                  mknn=lambda w: check_bench('mknn.py', ['--n', '200', '--layers', '4', '--heads', '4'] if a.smoke else []))
+                  mknn=lambda w: check_bench('mknn.py', ['--n', '200', '--layouts', '4x4x16', '--reps', '1'] if a.smoke else []))
     if a.only: checks = {k: v for k, v in checks.items() if k in a.only.split(',')}
     with tempfile.TemporaryDirectory() as d:
         for name, check in checks.items():

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -138,9 +139,24 @@ def _check_recipe(path:Path, recipe:dict)->dict|None:
                               f'pass a new output folder, or delete it to recompute.')
     return m
 
+def _shard_batches(records:Sequence[dict], start:int, shard_size:int, batch_size:int)->list[tuple[list, bool]]:
+    "(record indices, last of its shard) from `start` on, shard by shard; in a shard by caption length (less padding)."
+    out = []
+    for s in range(start, len(records), shard_size):
+        idx = sorted(range(s, min(s + shard_size, len(records))), key=partial(_caption_length, records))
+        out += [(idx[j:j + batch_size], j + batch_size >= len(idx)) for j in range(0, len(idx), batch_size)]
+    return out
+
+def _caption_length(records:Sequence[dict], i:int)->int: return len(records[i]['caption'])
+
+def _collated(records:Sequence[dict], collate:Callable, idx:list)->tuple[torch.Tensor, dict]:
+    return torch.tensor(idx), collate([records[i] for i in idx])
+
 def _write_shard(path:Path, m:dict, buf:dict):
     i = len(m['shards'])
     tensors = {k: torch.cat(v).contiguous() for k, v in buf.items()}
+    order = tensors['index'].argsort()                    # rows in record order, whatever order the batches ran
+    tensors = {k: v[order].contiguous() for k, v in tensors.items()}
     name = f'shard-{i:05d}.safetensors'
     save_file(tensors, path/f'.{name}.tmp')
     (path/f'.{name}.tmp').replace(path/name)
@@ -176,20 +192,21 @@ def capture(model:nn.Module, # Text-only LLM (paper's mode) or MLLM, matching `c
     save_file({'R': R.contiguous()}, out/'.head_factors.tmp')
     (out/'.head_factors.tmp').replace(out/'head_factors.safetensors')
     start = len(m['shards']) * shard_size
-    loader = DataLoader(range(start, len(records)), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=lambda idx: (torch.tensor(idx), collate([records[i] for i in idx])))
+    batches = _shard_batches(records, start, shard_size, batch_size)
+    loader = DataLoader([idx for idx, _ in batches], batch_size=None, num_workers=num_workers,
+                        collate_fn=partial(_collated, records, collate))
     device, buf = next(model.parameters()).device, {}
     with HeadPooler(model, layers, hidden=True) as hp, torch.no_grad():
-        for idx, batch in tqdm(loader, desc='capture', disable=not progress, initial=start // batch_size,
-                               total=-(-len(records) // batch_size)):
+        for (idx, batch), (_, last) in tqdm(zip(loader, batches), desc='capture', disable=not progress,
+                                            total=len(batches)):
             hp.mask, pixels = batch.pop('pool_mask').to(device), batch.pop('teacher_pixels', None)
             model.base_model(**{k: v.to(device) for k, v in batch.items()})
             keep = hp.valid.cpu()
-            m['empty'] += idx[~keep].tolist()
+            m['empty'] = sorted(m['empty'] + idx[~keep].tolist())
             new = dict(heads=compress_heads(hp.heads_tensor(), R).cpu(), hidden=hp.hidden_tensor().cpu(), index=idx)
             if pixels is not None: new['teacher'] = teacher(pixels).cpu()
             for k, v in new.items(): buf.setdefault(k, []).append(v[keep])
-            if (idx[-1].item() + 1) % shard_size == 0 or idx[-1].item() + 1 == len(records):
+            if last:                                       # the shard's last batch
                 _write_shard(out, m, buf)
                 buf = {}
                 m['n_empty'] = len(m['empty'])

@@ -13,7 +13,7 @@ from fastcore.docments import docments
 
 from .data import caption_records, check_llava
 from .demo import DemoConfig, QUICK_DEMO, VARIANTS, results_table, run_demo
-from .load import load_llm, load_processor, load_teacher
+from .load import load_llm, load_processor, load_teacher, set_threads
 from .parts import PartsRecipe, QUICK_PARTS
 from .select import score_and_select
 from .train import fit, load_config
@@ -75,7 +75,9 @@ def run(func, # The documented command function
         *more, # Further sources of flags (a config dataclass) for the function's `**kwargs`
        )->int:
     "Run a documented function as a command: parse `argv`, call, print the JSON result last; the exit status."
-    result = func(**vars(parser(func, *more, prog=prog).parse_args(argv)))
+    args = vars(parser(func, *more, set_threads, prog=prog).parse_args(argv))   # every command takes --threads
+    set_threads(args.pop('threads'))
+    result = func(**args)
     if isinstance(result, int): return result
     print(json.dumps(result))
     return 0
@@ -97,10 +99,11 @@ def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a 
                out:str='runs/score', # Output folder
                cache_dir:str|None=None, # Cache root of the tiny models and the world's parts
                gguf_file:str|None=None, # GGUF file inside --model's folder, for GGUF checkpoints
+               bf16:bool=False, # Capture in bfloat16 on the CPU too (faster; the ranking moves a little: README)
               )->dict:
     "Score every attention head of a text-only LLM by MKNN against a vision teacher; select the heads HeRA trains."
-    llm, tok = load_llm(model, device, gguf_file, cache_dir)
-    dtype = torch.bfloat16 if str(llm.device).startswith('cuda') else torch.float32
+    llm, tok = load_llm(model, device, gguf_file, cache_dir, torch.bfloat16 if bf16 else None)
+    dtype = torch.bfloat16 if str(llm.device).startswith('cuda') or bf16 else torch.float32
     vision = load_teacher(teacher, dtype, llm.device, cache_dir=cache_dir)
     recs = caption_records(data, image_folder, n_samples) if data else world_pairs(n_samples or 512, seed)
     s = score_and_select(llm, tok, vision, recs, out, k, n, mode, granularity, seed, batch_size, umap)
@@ -140,7 +143,6 @@ def hera_demo(family:str='llava-qwen2', # Family of the tiny LM: llava-qwen2, ll
     cfg = dataclasses.replace(cfg, parts=PartsRecipe(family=family), score_samples=min(cfg.score_samples, cfg.n_train),
                               variants=tuple(VARIANTS) if ablations else cfg.variants)
     if quick: cfg = dataclasses.replace(cfg, parts=dataclasses.replace(QUICK_PARTS, family=family), **QUICK_DEMO)
-    torch.set_num_threads(min(torch.get_num_threads(), 4))
     s = run_demo(cfg)
     agg = {v: {k: (d['mean'], d['sd']) for k, d in rows.items()} for v, rows in s['variants'].items()}
     print(results_table(agg), f'\n{s["seconds"]} s; figures and summary.json in {cfg.out}', file=sys.stderr)

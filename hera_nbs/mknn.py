@@ -4,14 +4,17 @@
 
 # %% ../nbs/07_mknn.ipynb #362a032b
 from __future__ import annotations
+import functools
+from functools import partial
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['check_features', 'lists_from_gram', 'knn_lists', 'overlap', 'clamp_outliers', 'mutual_knn', 'NeighbourCache',
-           'score_heads', 'score_layers', 'chance_level', 'permutation_null', 'bootstrap_ci']
+__all__ = ['check_features', 'lists_from_gram', 'streamed_lists', 'knn_lists', 'overlap', 'clamp_outliers', 'mutual_knn',
+           'NeighbourCache', 'score_heads', 'score_layers', 'chance_level', 'permutation_null', 'bootstrap_ci']
 
 # %% ../nbs/07_mknn.ipynb #bd9e05e4
 def check_features(x:torch.Tensor, # [..., N, D] features
@@ -25,7 +28,7 @@ def check_features(x:torch.Tensor, # [..., N, D] features
     if n < 2: raise ValueError(f'{name} has N={n} samples: MKNN needs at least 2 (and k+1)')
     if k is not None and not 1 <= k < n: raise ValueError(f'k={k} must be in [1, N-1] = [1, {n - 1}] for N={n} samples')
     x = x.float()
-    if finite and not torch.isfinite(x).all():
+    if finite and not torch.isfinite(x.sum()) and not torch.isfinite(x).all():   # a sum: one cheap pass
         raise ValueError(f'{name} contain {(~torch.isfinite(x)).sum().item()} NaN/inf values: fix the capture (dtype '
                          f'overflow?)')
     return x
@@ -50,18 +53,90 @@ def lists_from_gram(sim:torch.Tensor, # [..., N, N] similarities (overwritten: t
     order = vals.gather(-1, p).sort(dim=-1, descending=True, stable=True).indices   # sort by similarity
     return idx.gather(-1, order).to(torch.int32)
 
+# %% ../nbs/07_mknn.ipynb #a3878b27
+def _select_rows(g, # [B, N] float32 similarities of B rows (self already -inf)
+                 bm, # [B, nb] maxima of the column runs [b*W, (b+1)*W), W = N // nb
+                 out_idx, out_val, # [B, K] int64 / float32 outputs: the K largest, value desc then index asc
+                ):
+    "The kernel: plain Python that numba compiles (see `_select_kernel`)."
+    B, N = g.shape
+    nb, K = bm.shape[1], out_idx.shape[1]
+    W = N // nb
+    top = np.empty(K, np.float32)
+    for r in range(B):
+        m = 0                                          # 1. the K-th largest run maximum: a bound t
+        for b in range(nb):
+            v = bm[r, b]
+            if m < K or v > top[K - 1]:
+                p = m if m < K else K - 1
+                while p > 0 and top[p - 1] < v:
+                    top[p] = top[p - 1]
+                    p -= 1
+                top[p] = v
+                m = m + 1 if m < K else m
+        t, m = top[K - 1], 0
+        for b in range(nb + 1):                        # 2. the runs that reach t, and the columns past the last run
+            if b < nb and bm[r, b] < t: continue
+            for j in range(b * W, b * W + W if b < nb else N):
+                v = g[r, j]
+                if v < t: continue
+                if m == K and (v < out_val[r, K - 1] or (v == out_val[r, K - 1] and j > out_idx[r, K - 1])): continue
+                p = m if m < K else K - 1              # insert: similarity desc, then index asc
+                while p > 0 and (out_val[r, p - 1] < v or (out_val[r, p - 1] == v and out_idx[r, p - 1] > j)):
+                    out_val[r, p], out_idx[r, p] = out_val[r, p - 1], out_idx[r, p - 1]
+                    p -= 1
+                out_val[r, p], out_idx[r, p] = v, j
+                m = m + 1 if m < K else m
+
+# %% ../nbs/07_mknn.ipynb #5e19e022
+@functools.cache
+def _select_kernel():
+    "`_select_rows` compiled by numba (cached on disk), or None where numba is not installed."
+    try: import numba
+    except ImportError: return None
+    return numba.njit(nogil=True, boundscheck=False, cache=True)(_select_rows)
+
+# %% ../nbs/07_mknn.ipynb #cc289a13
+def streamed_lists(x:torch.Tensor, # [N, D] features, float32 on the CPU, finite (see `check_features`)
+                   k:int, # Neighbours per sample
+                   max_bytes:int=2**22, # Working memory for one block of Gram rows
+                  )->torch.Tensor:
+    "Each sample's k nearest other samples by dot product, ordered as `lists_from_gram`: [N, k] int32."
+    n, K = len(x), k + 1
+    w = max(1, min(32, n // (2 * K)))              # runs of w columns: at least K of them
+    nb, rows = n // w, max(1, min(n, max_bytes // (4 * n)))
+    idx, val = np.empty((n, K), np.int64), np.empty((n, K), np.float32)
+    buf, select = x.new_empty(rows, n), _select_kernel()
+    for r in range(0, n, rows):
+        g = torch.mm(x[r:r + rows], x.T, out=buf[:min(rows, n - r)])
+        g.diagonal(r).fill_(float('-inf'))         # self excluded
+        select(g.numpy(), g[:, :nb * w].view(len(g), nb, w).amax(-1).numpy(), idx[r:r + rows], val[r:r + rows])
+    return torch.from_numpy(idx[:, :k]).to(torch.int32)
+
 # %% ../nbs/07_mknn.ipynb #bf6d3c36
-def _chunked_lists(chunk, # chunk(i, j) -> [j-i, N, D] features of groups i..j-1
-                   n_groups:int, n:int, k:int, normalize:bool, max_bytes:int)->torch.Tensor:
+def _chunked_lists(chunk, # chunk(i, j) -> [N, j-i, D] features of groups i..j-1, sample-first
+                   n_groups:int, n:int, d:int, k:int, normalize:bool, max_bytes:int)->torch.Tensor:
     "k-NN lists of `n_groups` feature sets, a memory-bounded chunk of groups at a time: [n_groups, N, k]."
-    step = max(1, min(n_groups, max_bytes // (4 * n * n)))
+    stream = _select_kernel() is not None
+    per_group = 4 * n * (8 * d if stream else n)        # streamed: a normalised copy (1/8 of the budget), else a Gram
+    step = max(1, min(n_groups, max_bytes // per_group))
     buf, out = None, []
     for i in range(0, n_groups, step):
-        x = check_features(chunk(i, min(i + step, n_groups)), k=k)
+        x = chunk(i, min(i + step, n_groups))
+        check_features(x.transpose(0, 1), k=k)                           # one pass over the chunk, as stored
+        x = x.float()
         x = F.normalize(x, dim=-1) if normalize else x
+        if stream and x.device.type == 'cpu':                            # a block of Gram rows at a time
+            out.append(torch.stack([streamed_lists(x[:, g].contiguous(), k) for g in range(x.shape[1])]))
+            continue
+        x = x.transpose(0, 1)
         if buf is None or len(buf) != len(x): buf = x.new_empty(len(x), n, n)   # one Gram buffer, reused
         out.append(lists_from_gram(torch.bmm(x, x.transpose(1, 2), out=buf), k))
     return torch.cat(out)
+
+def _groups(x:torch.Tensor, i:int, j:int)->torch.Tensor:
+    "Groups i..j-1 of sample-first features [N, G, D]."
+    return x[:, i:j]
 
 def knn_lists(x:torch.Tensor, # [..., N, D] features (leading dims: heads, layers, ...)
               k:int, # Neighbours per sample
@@ -72,7 +147,8 @@ def knn_lists(x:torch.Tensor, # [..., N, D] features (leading dims: heads, layer
     x = check_features(x, k=k, finite=False)           # each chunk is checked for NaN/inf as it is scored
     lead, (n, d) = x.shape[:-2], x.shape[-2:]
     flat = x.reshape(-1, n, d)
-    return _chunked_lists(lambda i, j: flat[i:j], len(flat), n, k, normalize, max_bytes).view(*lead, n, k)
+    chunk = partial(_groups, flat.transpose(0, 1))
+    return _chunked_lists(chunk, len(flat), n, d, k, normalize, max_bytes).view(*lead, n, k)
 
 # %% ../nbs/07_mknn.ipynb #a619da17
 def overlap(a:torch.Tensor, # [..., N, ka] neighbour lists, ka >= k
@@ -134,7 +210,7 @@ class NeighbourCache:
         "Lists for sample-first features [N, *G, D] without copying them: [*G, N, k]."
         if x.ndim < 3: raise ValueError(f'expected [N, ..., D] features, got shape {tuple(x.shape)}')
         flat = x.reshape(len(x), -1, x.shape[-1])                               # a view for capture-store tensors
-        lists = _chunked_lists(lambda i, j: flat[:, i:j].transpose(0, 1), flat.shape[1], len(x), k, normalize, 2**27)
+        lists = _chunked_lists(partial(_groups, flat), flat.shape[1], len(x), x.shape[-1], k, normalize, 2**27)
         return lists.view(*x.shape[1:-1], len(x), k)
 
     @classmethod
