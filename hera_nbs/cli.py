@@ -83,6 +83,11 @@ def run(func, # The documented command function
     return 0
 
 # %% ../nbs/15_cli.ipynb #5a8d52d5
+def _cpu_has_bf16()->bool:
+    "Whether this CPU multiplies bfloat16 matrices in hardware (torch's own, private, probes)."
+    probes = [getattr(torch.cpu, n, None) for n in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
+    return any(p() for p in probes if p is not None)
+
 def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a short name (qwen2.5-3b...), hub, folder
                teacher:str='tiny', # tiny, world, a short name (dinov2-l...), hub name or folder
                data:str|None=None, # LLaVA JSON of image-caption pairs (default: the tiny world's captions)
@@ -99,14 +104,18 @@ def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a 
                out:str='runs/score', # Output folder
                cache_dir:str|None=None, # Cache root of the tiny models and the world's parts
                gguf_file:str|None=None, # GGUF file inside --model's folder, for GGUF checkpoints
-               bf16:bool=False, # Capture in bfloat16 on the CPU too (faster; the ranking moves a little: README)
+               bf16:bool=False, # Capture under bfloat16 autocast on the CPU too (faster; scores move: README)
               )->dict:
     "Score every attention head of a text-only LLM by MKNN against a vision teacher; select the heads HeRA trains."
-    llm, tok = load_llm(model, device, gguf_file, cache_dir, torch.bfloat16 if bf16 else None)
-    dtype = torch.bfloat16 if str(llm.device).startswith('cuda') or bf16 else torch.float32
+    llm, tok = load_llm(model, device, gguf_file, cache_dir)
+    if bf16 and llm.device.type == 'cpu' and not _cpu_has_bf16():
+        print('hera-score: --bf16 on a CPU without bf16 units (AVX512-BF16 or AMX) is far slower than float32 (45x for '
+              'one matrix product here): drop --bf16', file=sys.stderr)
+    dtype = torch.bfloat16 if str(llm.device).startswith('cuda') else torch.float32
     vision = load_teacher(teacher, dtype, llm.device, cache_dir=cache_dir)
     recs = caption_records(data, image_folder, n_samples) if data else world_pairs(n_samples or 512, seed)
-    s = score_and_select(llm, tok, vision, recs, out, k, n, mode, granularity, seed, batch_size, umap)
+    s = score_and_select(llm, tok, vision, recs, out, k, n, mode, granularity, seed, batch_size, umap,
+                         autocast=torch.bfloat16 if bf16 else None)
     print(f"{s['n_samples']} samples, k={s['k']}: head MKNN mean {s['mean_head_mknn']} (chance {s['chance']}), "
           f"selected {s['mode']} {s['selected']} -> {out}", file=sys.stderr)
     return s

@@ -120,19 +120,21 @@ def _chunked_lists(chunk, # chunk(i, j) -> [N, j-i, D] features of groups i..j-1
     stream = _select_kernel() is not None
     per_group = 4 * n * (8 * d if stream else n)        # streamed: a normalised copy (1/8 of the budget), else a Gram
     step = max(1, min(n_groups, max_bytes // per_group))
-    buf, out = None, []
+    out = []
     for i in range(0, n_groups, step):
-        x = chunk(i, min(i + step, n_groups))
-        check_features(x.transpose(0, 1), k=k)                           # one pass over the chunk, as stored
+        out.append(_lists_of_chunk(chunk(i, min(i + step, n_groups)), k, normalize, stream))
+    return torch.cat(out)
+
+def _lists_of_chunk(x:torch.Tensor, k:int, normalize:bool, stream:bool)->torch.Tensor:
+    "Lists of sample-first features [N, g, D]: [g, N, k], in float32 even inside an autocast region."
+    check_features(x.transpose(0, 1), k=k)                             # one pass over the chunk, as stored
+    with torch.autocast(x.device.type, enabled=False):
         x = x.float()
         x = F.normalize(x, dim=-1) if normalize else x
-        if stream and x.device.type == 'cpu':                            # a block of Gram rows at a time
-            out.append(torch.stack([streamed_lists(x[:, g].contiguous(), k) for g in range(x.shape[1])]))
-            continue
+        if stream and x.device.type == 'cpu':                           # a block of Gram rows at a time
+            return torch.stack([streamed_lists(x[:, g].contiguous(), k) for g in range(x.shape[1])])
         x = x.transpose(0, 1)
-        if buf is None or len(buf) != len(x): buf = x.new_empty(len(x), n, n)   # one Gram buffer, reused
-        out.append(lists_from_gram(torch.bmm(x, x.transpose(1, 2), out=buf), k))
-    return torch.cat(out)
+        return lists_from_gram(torch.bmm(x, x.transpose(1, 2)), k)
 
 def _groups(x:torch.Tensor, i:int, j:int)->torch.Tensor:
     "Groups i..j-1 of sample-first features [N, G, D]."

@@ -137,11 +137,12 @@ def score_and_select(model, tokenizer, teacher, # The text-only LLM, its tokeniz
                      batch_size:int=16, # Capture batch size
                      umap:bool=False, # Also write `umap.png`: least vs most aligned head beside the teacher
                      progress:bool=True, # Progress bars
+                     autocast:torch.dtype|None=None, # The capture's forward passes under autocast (bfloat16: faster)
                     )->dict:
     "Capture, score every head and layer, select; write scores, selection and heatmap; return a summary."
     out = Path(out)
     store = capture(model, records, CaptionCollate(tokenizer, teacher), out/'capture', batch_size=batch_size,
-                    shard_size=batch_size * 16, progress=progress)
+                    shard_size=batch_size * 16, progress=progress, autocast=autocast)
     sc = _score(store, k, seed)
     if granularity == 'layer': picked = select_layers(sc['layers'], n, mode, seed)
     elif granularity == 'head': picked = select_heads(sc['heads'], n, mode, seed)
