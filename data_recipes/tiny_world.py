@@ -9,11 +9,11 @@ does (`hera_nbs.demo.write_world`); held-out scenes are drawn on the fly at eval
 import argparse, sys
 from pathlib import Path
 from _common import report
-from hera_nbs.demo import DemoConfig, write_world
+from hera_nbs.demo import write_world
 
 def write(out:Path, n_train:int=1024, seed:int=0)->Path:
     "Write both stages under `out/world`; return the folder."
-    write_world(DemoConfig(out=str(out), n_train=n_train, world_seed=seed, score_samples=min(512, n_train)))
+    write_world(out, n_train, world_seed=seed)
     return Path(out)/'world'
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .heads import HeadPooler, compress_heads, gathered, head_factors
 from .models import IMAGE_TOKEN, Teacher, head_geometry
-from .store import fingerprint, read_json, write_json
+from .store import BadInput, fingerprint, read_json, require, write_json
 
 # %% auto #0
 __all__ = ['open_image', 'CaptionCollate', 'PlainCollate', 'StaleCacheError', 'data_fingerprint', 'model_fingerprint',
@@ -27,9 +27,15 @@ __all__ = ['open_image', 'CaptionCollate', 'PlainCollate', 'StaleCacheError', 'd
 # %% ../nbs/06_capture.ipynb #2830cef7
 def open_image(img, # A PIL image, or the path of one
               ):
-    "A PIL image from a PIL image or a path."
+    "A PIL image from a PIL image or a path; `BadInput` naming the file if it is missing or does not decode."
     from PIL import Image
-    return img if hasattr(img, 'convert') else Image.open(img).convert('RGB')
+    if hasattr(img, 'convert'): return img
+    require(Path(img).is_file(), f'image {img}: no such file (check the image folder, or run `hera-data check`)')
+    try:
+        with Image.open(img) as im: return im.convert('RGB')
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise BadInput(f'image {img} does not decode ({type(e).__name__}: {e}): replace it, or drop its sample; '
+                       f'`hera-data check` lists every such file') from None
 
 # %% ../nbs/06_capture.ipynb #ce004b9e
 @dataclass
@@ -74,8 +80,8 @@ class PlainCollate:
         return out
 
 # %% ../nbs/06_capture.ipynb #6f75746e
-class StaleCacheError(RuntimeError):
-    "A capture folder holds features made with a different recipe."
+class StaleCacheError(BadInput):
+    "A capture folder holds features made with a different recipe (a user's input: the folder they named)."
 
 # %% ../nbs/06_capture.ipynb #7136c0bd
 def data_fingerprint(records:Sequence[dict], # `{'caption', 'image'}` records

@@ -11,17 +11,19 @@ from typing import Literal
 import torch
 from fastcore.docments import docments
 
-from .data import caption_records, check_llava
+from .data import caption_records, check_llava, read_llava
 from .demo import DemoConfig, QUICK_DEMO, VARIANTS, results_table, run_demo
 from .load import load_llm, load_processor, load_teacher, set_threads
+from .mknn import check_sample_size
 from .parts import PartsRecipe, QUICK_PARTS
 from .select import score_and_select
+from .store import BadInput, require
 from .train import fit, load_config
 from .world import world_pairs
 
 # %% auto #0
-__all__ = ['ENTRY_POINTS', 'parser', 'run', 'hera_score', 'score', 'hera_train', 'train', 'hera_demo', 'demo', 'hera_data_check',
-           'dispatch', 'data', 'main']
+__all__ = ['ENTRY_POINTS', 'parser', 'common', 'run', 'hera_score', 'score', 'hera_train', 'train', 'hera_demo', 'demo',
+           'hera_data_check', 'dispatch', 'data', 'main']
 
 # %% ../nbs/15_cli.ipynb #dd2446a8
 def _scalar(anno):
@@ -69,15 +71,26 @@ def parser(*sources, # Documented functions or dataclasses, whose parameters bec
     return p
 
 # %% ../nbs/15_cli.ipynb #06b29841
+def common(threads:int|None=None, # CPU threads for torch's kernels (default: $HERA_THREADS, else torch's own)
+           debug:bool=False, # Show the traceback of a bad-input error too (also: HERA_DEBUG=1)
+          ):
+    "The options every command takes."
+
 def run(func, # The documented command function
         argv:list[str]|None=None, # Arguments (default: the command line)
         prog:str|None=None, # The command's name
         *more, # Further sources of flags (a config dataclass) for the function's `**kwargs`
        )->int:
     "Run a documented function as a command: parse `argv`, call, print the JSON result last; the exit status."
-    args = vars(parser(func, *more, set_threads, prog=prog).parse_args(argv))   # every command takes --threads
-    set_threads(args.pop('threads'))
-    result = func(**args)
+    args = vars(parser(func, *more, common, prog=prog).parse_args(argv))
+    debug = args.pop('debug') or os.environ.get('HERA_DEBUG', '') not in ('', '0')
+    try:
+        set_threads(args.pop('threads'))
+        result = func(**args)
+    except BadInput as e:
+        if debug: raise
+        print(f'{prog}: {e}', file=sys.stderr)
+        return 2
     if isinstance(result, int): return result
     print(json.dumps(result))
     return 0
@@ -107,18 +120,28 @@ def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a 
                bf16:bool=False, # Capture under bfloat16 autocast on the CPU too (faster; scores move: README)
               )->dict:
     "Score every attention head of a text-only LLM by MKNN against a vision teacher; select the heads HeRA trains."
+    require(n_samples is None or n_samples >= 1, f'--n-samples {n_samples}: score at least {2 * k + 1} captions')
+    require(n >= 1 and batch_size >= 1, f'--n {n}, --batch-size {batch_size}: both must be at least 1')
+    recs = caption_records(data, image_folder, n_samples) if data else world_pairs(n_samples or 512, seed)
+    check_sample_size(len(recs), k)                  # the data is read and checked before any model loads
     llm, tok = load_llm(model, device, gguf_file, cache_dir)
     if bf16 and llm.device.type == 'cpu' and not _cpu_has_bf16():
         print('hera-score: --bf16 on a CPU without bf16 units (AVX512-BF16 or AMX) is far slower than float32 (45x for '
               'one matrix product here): drop --bf16', file=sys.stderr)
     dtype = torch.bfloat16 if str(llm.device).startswith('cuda') else torch.float32
     vision = load_teacher(teacher, dtype, llm.device, cache_dir=cache_dir)
-    recs = caption_records(data, image_folder, n_samples) if data else world_pairs(n_samples or 512, seed)
     s = score_and_select(llm, tok, vision, recs, out, k, n, mode, granularity, seed, batch_size, umap,
                          autocast=torch.bfloat16 if bf16 else None)
-    print(f"{s['n_samples']} samples, k={s['k']}: head MKNN mean {s['mean_head_mknn']} (chance {s['chance']}), "
-          f"selected {s['mode']} {s['selected']} -> {out}", file=sys.stderr)
+    print(f"{_used(data, n_samples, len(recs), s['n_samples'])}, k={s['k']}: head MKNN mean {s['mean_head_mknn']} "
+          f"(chance {s['chance']}), selected {s['mode']} {s['selected']} -> {out}", file=sys.stderr)
     return s
+
+def _used(data:str|None, n_samples:int|None, n_records:int, n_kept:int)->str:
+    "How many samples were scored, and how many were dropped and why."
+    found = 'the tiny world' if data is None else f'{data} (first {n_samples} with an image)' if n_samples else data
+    dropped = [] if data is None or n_samples else [f'{len(read_llava(data)) - n_records} without an image']
+    dropped += [f'{n_records - n_kept} with an empty caption'] if n_kept < n_records else []
+    return f'{n_kept} samples of {found} scored' + (f' (dropped: {", ".join(dropped)})' if dropped else '')
 
 # %% ../nbs/15_cli.ipynb #b9eaf7ca
 def score(argv:list[str]|None=None, # Arguments (default: the command line)
@@ -171,12 +194,11 @@ def hera_data_check(path:str, # LLaVA JSON file
                     max_length:int=2048, # Longest sample in tokens
                     workers:int=8, # Threads that open images
                    )->int:
-    "Report every problem of a LLaVA JSON file; exit status 1 on errors."
-    proc = load_processor(model) if model else None
-    try: report = check_llava(path, image_folder, proc, template, max_length, workers)
-    except ValueError as e:                          # the file itself is unusable
-        print(f'hera-data check: {e}', file=sys.stderr)
-        return 2
+    "Report every problem of a LLaVA JSON file; exit status 1 on errors, 2 when the file itself is unusable."
+    read_llava(path)                                 # an unusable file fails before the processor loads
+    require(image_folder is None or Path(image_folder).is_dir(), f'--image-folder {image_folder}: no such folder')
+    require(workers >= 1 and max_length >= 1, f'--workers {workers}, --max-length {max_length}: both must be >= 1')
+    report = check_llava(path, image_folder, load_processor(model) if model else None, template, max_length, workers)
     print(report)
     return 0 if report.ok else 1
 

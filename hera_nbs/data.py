@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_data.ipynb #0b2cb657
 from __future__ import annotations
-import json, sys
+import json, os, sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,14 +15,45 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .capture import open_image
 from .models import IMAGE_TOKEN
+from .store import BadInput, require
 
 IGNORE_INDEX = -100
 ROLES = {'human': 'user', 'gpt': 'assistant', 'system': 'system'}     # LLaVA's turn names -> chat roles
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'ROLES', 'SEVERITY', 'LlavaDataset', 'caption_records', 'render', 'LlavaCollate', 'DataReport',
-           'check_llava']
+__all__ = ['IGNORE_INDEX', 'ROLES', 'SEVERITY', 'read_llava', 'stays_inside', 'image_path', 'LlavaDataset', 'caption_records',
+           'render', 'LlavaCollate', 'DataReport', 'check_llava']
+
+# %% ../nbs/11_data.ipynb #d0e1462f
+_SHAPE = 'a LLaVA file is a JSON list of {"id", "image", "conversations"} samples'
+
+def read_llava(path:str|Path, # LLaVA JSON file
+              )->list:
+    "The samples of a LLaVA JSON file; `BadInput` if it is missing, not JSON, not a list, or empty."
+    path = Path(path)
+    require(path.is_file(), f'{path}: no such file ({_SHAPE})')
+    try: samples = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(f'{path} is not JSON ({e}): {_SHAPE}') from None
+    require(isinstance(samples, list), f'{path} holds a JSON {type(samples).__name__}, not a list: {_SHAPE}')
+    require(len(samples) > 0, f'{path} is an empty list: it has no samples to use')
+    return samples
+
+# %% ../nbs/11_data.ipynb #c2bad391
+def stays_inside(name:str, # An image path from a LLaVA file
+                )->bool:
+    "Whether `name` is a relative path that stays inside the folder it is relative to."
+    return isinstance(name, str) and not os.path.isabs(name) and Path(os.path.normpath(name)).parts[:1] != ('..',)
+
+def image_path(folder:str|Path, # The image folder
+               name:str, # An image path from a LLaVA file, relative to `folder`
+              )->Path:
+    "`folder/name`, or `BadInput` if `name` leaves the folder."
+    require(stays_inside(name), f'image path {name!r} leaves the image folder {folder}: image paths must be '
+            f'relative to it (move the images under it, or point --image-folder / image_folder at their folder)')
+    return Path(folder)/name
 
 # %% ../nbs/11_data.ipynb #34e3d547
 class LlavaDataset(Dataset):
@@ -30,11 +61,11 @@ class LlavaDataset(Dataset):
     def __init__(self, path:str|Path, image_folder:str|Path|None=None, limit:int|None=None):
         self.path = Path(path)
         self.folder = Path(image_folder) if image_folder else self.path.parent
-        self.samples = json.loads(self.path.read_text())[:limit]
+        self.samples = read_llava(self.path)[:limit]
     def __len__(self): return len(self.samples)
     def __getitem__(self, i:int)->dict:
         s = self.samples[i]
-        img = Image.open(self.folder/s['image']).convert('RGB') if s.get('image') else None
+        img = open_image(image_path(self.folder, s['image'])) if s.get('image') else None
         return dict(id=s.get('id', str(i)), index=i, conversations=s['conversations'], image=img)
 
 # %% ../nbs/11_data.ipynb #c22c3a3b
@@ -43,16 +74,22 @@ def caption_records(path:str|Path, # LLaVA JSON file
                     limit:int|None=None, # Return at most this many records
                    )->list[dict]:
     "`{'caption', 'image'}` records of a LLaVA file: the first assistant turn of each sample with an image."
-    ds = LlavaDataset(path, image_folder)
-    recs = []
-    for i, s in enumerate(ds.samples):
+    require(limit is None or limit >= 1, f'{limit} samples asked for: ask for at least 1, or all (None)')
+    path = Path(path)
+    folder, recs = Path(image_folder) if image_folder else path.parent, []
+    for i, s in enumerate(read_llava(path)):
+        where = f'{path} sample {i}' + (f' (id {s.get("id")!r})' if isinstance(s, dict) else '')
+        require(isinstance(s, dict), f'{where} is a {type(s).__name__}: {_SHAPE}')
         if not s.get('image'): continue
-        turns = [t['value'] for t in s.get('conversations', []) if t.get('from') == 'gpt']
-        if not turns:
-            raise ValueError(f'{ds.path} sample {i} (id {s.get("id")!r}) has an image but no gpt turn: '
-                             f'run `hera-data check {ds.path}`')
-        recs.append(dict(caption=turns[0].strip(), image=ds.folder/s['image']))
+        turns = [t['value'] for t in s.get('conversations') or [] if isinstance(t, dict) and t.get('from') == 'gpt']
+        require(bool(turns) and isinstance(turns[0], str),
+                f'{where} has an image but no gpt turn: run `hera-data check {path}`')
+        recs.append(dict(caption=turns[0].strip(), image=image_path(folder, s['image'])))
         if len(recs) == limit: break
+    require(bool(recs), f'{path} has no sample with an image: captions are scored against their images')
+    missing = [str(r['image']) for r in recs if not r['image'].is_file()]
+    require(not missing, f'{len(missing)} of {len(recs)} images do not exist, e.g. {missing[0] if missing else ""}: '
+            f'check the image folder ({folder}), or run `hera-data check {path}`')
     return recs
 
 # %% ../nbs/11_data.ipynb #ecaca571
@@ -143,6 +180,7 @@ class LlavaCollate:
 # %% ../nbs/11_data.ipynb #985922dd
 SEVERITY = {'malformed': 'error', 'empty turn': 'error', 'no assistant turn': 'error', 'template': 'error',
             'missing image': 'error', 'unreadable image': 'error', 'image markers': 'error',
+            'outside image folder': 'error',
             'answer truncated away': 'error',
             'too long': 'warning', 'duplicate id': 'warning'}
 
@@ -195,10 +233,7 @@ def check_llava(path:str|Path, # LLaVA JSON file
                )->DataReport:
     "Every problem of a LLaVA JSON file that would break or silently spoil a training run."
     path = Path(path)
-    try: samples = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e: raise ValueError(f'{path} is not a readable JSON file: {e}') from e
-    if not isinstance(samples,
-                      list): raise ValueError(f'{path}: expected a JSON list of samples, got {type(samples).__name__}')
+    samples = read_llava(path)
     report, folder = DataReport(str(path), len(samples)), Path(image_folder) if image_folder else path.parent
     ids = [s.get('id', i) if isinstance(s, dict) else i for i, s in enumerate(samples)]
     for sid, count in Counter(map(str, ids)).items():
@@ -206,6 +241,7 @@ def check_llava(path:str|Path, # LLaVA JSON file
     sound = []
     for sid, s in zip(ids, samples):
         if problem := _conversation_problem(s): report.add(problem, sid)
+        elif s.get('image') and not stays_inside(s['image']): report.add('outside image folder', sid)
         else: sound.append((sid, s))
     report.text_only = sum(not s.get('image') for s in samples if isinstance(s, dict))
     with_image = [(sid, folder/s['image']) for sid, s in sound if s.get('image')]

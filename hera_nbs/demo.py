@@ -11,18 +11,21 @@ from statistics import mean, stdev
 from typing import Literal
 
 import torch
+from fastcore.basics import patch
 
 from .eval import evaluate_world
 from .load import load_llm, load_teacher, load_trained
+from .mknn import check_sample_size
 from .parts import PartsRecipe, QUICK_PARTS, world_parts
 from .select import load_selection, plot_head_scores, save_selection, score_and_select, select_heads
-from .store import read_json, write_json
-from .train import HeraConfig, StageConfig, TrainConfig, fit, plot_training
+from .store import check_types, read_json, require, write_json
+from .train import HeraConfig, StageConfig, TrainConfig, changes, fit, plot_training
 from .world import cooccurrence, world_pairs, write_llava
 
 # %% auto #0
 __all__ = ['VARIANTS', 'QUICK_DEMO', 'HEADLINE', 'DemoConfig', 'write_world', 'llm_spec', 'variant_selection', 'train_config',
-           'run_variant', 'headline', 'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'run_demo']
+           'run_variant', 'headline', 'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'claim_demo',
+           'run_demo']
 
 # %% ../nbs/14_demo.ipynb #20b636d4
 VARIANTS = {  # name -> (HeRA on, which heads)
@@ -45,26 +48,43 @@ class DemoConfig:
     train_llm:Literal['full', 'lora'] = 'full'  # what stage 2 trains of the LLM
     lambda_hera:float = 0.01                # weight of the HeRA loss
     score_samples:int = 512                 # captions that score the heads
-    def __post_init__(self):
-        if bad := [v for v in self.variants if v not in VARIANTS]:
-            raise ValueError(f'unknown variants {bad}; choose from {list(VARIANTS)}')
-        if not self.seeds: raise ValueError('give at least one seed')
-        if self.score_samples > self.n_train:
-            raise ValueError(f'score_samples={self.score_samples} > n_train={self.n_train}: heads are scored on '
-                             f'training captions')
+    checkpoint_every:int = 64               # optimizer steps between checkpoints (a rerun resumes from the last)
+    def __post_init__(self): self.check()
 
 QUICK_DEMO = dict(n_train=64, n_eval=8, steps=(2, 3), batch_size=16,
                   score_samples=64)   # `hera-demo --quick`, with QUICK_PARTS
 
+# %% ../nbs/14_demo.ipynb #0631e6f4
+@patch
+def check(self:DemoConfig):
+    "`BadInput` for a field, or a combination of fields, the demo cannot run."
+    check_types(self)
+    bad = [v for v in self.variants if v not in VARIANTS]
+    require(bool(self.variants) and not bad, f'variants {list(self.variants)}: choose one or more of {list(VARIANTS)}')
+    require(bool(self.seeds), 'seeds is empty: give at least one seed')
+    for name in ('n_train', 'n_eval', 'batch_size', 'checkpoint_every'):
+        require(getattr(self, name) >= 1, f'{name} = {getattr(self, name)}: it must be at least 1')
+    require(len(self.steps) == 2 and min(self.steps) >= 1, f'steps = {self.steps}: two step counts (stage 1, 2), >= 1')
+    require(len(self.lr) == 2 and min(self.lr) > 0, f'lr = {self.lr}: two positive learning rates (stage 1, 2)')
+    require(self.lambda_hera >= 0, f'lambda_hera = {self.lambda_hera}: use 0 or a positive weight (the paper: 0.01)')
+    require(self.score_samples <= self.n_train, f'score_samples={self.score_samples} > n_train={self.n_train}: heads '
+            f'are scored on training captions')
+    check_sample_size(self.score_samples, HeraConfig.k)
+    require(self.batch_size > HeraConfig.k, f'batch_size = {self.batch_size}: HeRA needs at least k+1 = '
+            f'{HeraConfig.k + 1} samples per batch')
+
 # %% ../nbs/14_demo.ipynb #a2171052
-def write_world(cfg:DemoConfig, # The demo run (its out folder, sizes and world seed)
+def write_world(out:str|Path, # The demo's output folder: the files go to `out/world`
+                n_train:int=1024, # Training scenes per stage
+                n_eval:int=128, # Held-out scenes
+                world_seed:int=0, # The world's scenes and questions
                )->tuple[list, list, dict]:
     "Write stage 1 and stage 2 LLaVA files under `out/world`; return (training records, held-out records, prior stats)."
-    out, s = Path(cfg.out)/'world', cfg.world_seed
-    train = world_pairs(cfg.n_train, seed=1000 + s, prior=0.9)
+    out, s = Path(out)/'world', world_seed
+    train = world_pairs(n_train, seed=1000 + s, prior=0.9)
     write_llava(train, out, stage=1)
-    write_llava(world_pairs(cfg.n_train, seed=2000 + s, prior=0.9), out, stage=2, seed=s, text_only=cfg.n_train // 32)
-    return train, world_pairs(cfg.n_eval, seed=3000 + s), cooccurrence([r['scene'] for r in train])
+    write_llava(world_pairs(n_train, seed=2000 + s, prior=0.9), out, stage=2, seed=s, text_only=n_train // 32)
+    return train, world_pairs(n_eval, seed=3000 + s), cooccurrence([r['scene'] for r in train])
 
 # %% ../nbs/14_demo.ipynb #5d4c3c0a
 def llm_spec(cfg:DemoConfig, # The demo run
@@ -104,7 +124,7 @@ def train_config(cfg:DemoConfig, # The demo run
                       score_samples=cfg.score_samples)
     return TrainConfig(llm=llm_spec(cfg, parts), vision=str(parts/'vision'), teacher=str(parts/'teacher'),
                        output_dir=str(Path(cfg.out)/f'{variant}-s{seed}'), seed=seed, log_with=None, log_every=4,
-                       probe_every=cfg.steps[1], checkpoint_every=10**9, probe_samples=256, hera=hera,
+                       probe_every=cfg.steps[1], checkpoint_every=cfg.checkpoint_every, probe_samples=256, hera=hera,
                        stage1=_stage(cfg, 1), stage2=_stage(cfg, 2, template='chat', train_llm=cfg.train_llm))
 
 # %% ../nbs/14_demo.ipynb #7c779886
@@ -117,11 +137,13 @@ def run_variant(cfg:DemoConfig, # The demo run
                 stats:dict, # `cooccurrence` of the training scenes
                 progress:bool=True, # Progress bars
                )->dict:
-    "Train one variant, evaluate it on held-out scenes, score its heads again; return its results."
+    "Train one variant, evaluate it on held-out scenes, score its heads again; return its results (kept in "
+    "`results.json`: a rerun reads them, and a killed run resumes from its last checkpoint)."
     import matplotlib.pyplot as plt
     tc = train_config(cfg, parts, variant, seed, str(variant_selection(Path(cfg.out)/'scoring', variant, seed)))
     out = Path(tc.output_dir)
-    fit(tc, progress=progress)
+    if (out/'results.json').exists(): return read_json(out/'results.json')
+    fit(tc, resume=out.exists(), progress=progress)
     plot_training(out).savefig(out/'training.png', dpi=100, bbox_inches='tight')
     plt.close('all')
     model, proc = load_trained(out/'final')
@@ -135,7 +157,7 @@ def run_variant(cfg:DemoConfig, # The demo run
                mean_head_mknn_after=after['mean_head_mknn'])
     del model
     gc.collect()
-    return res
+    return read_json(write_json(out/'results.json', res))       # as a rerun reads them
 
 # %% ../nbs/14_demo.ipynb #379f1cfe
 HEADLINE = {  # label -> where it is in one run's results
@@ -207,6 +229,17 @@ def heatmaps_figure(before:tuple[Path, list], # (scoring folder before training,
     fig.tight_layout()
     return fig
 
+# %% ../nbs/14_demo.ipynb #4803ac81
+def claim_demo(cfg:DemoConfig, # The demo run
+              ):
+    "`BadInput` if `cfg.out` holds a demo with another configuration; else record this one there (`demo.json`)."
+    saved, now = Path(cfg.out)/'demo.json', json.loads(json.dumps(asdict(cfg)))
+    if saved.exists():
+        changed = changes(read_json(saved), now)
+        require(not changed, f'{cfg.out} holds a demo with another configuration ({"; ".join(changed[:3])}): choose '
+                f'another --out, or delete {cfg.out} to start over')
+    write_json(saved, now)
+
 # %% ../nbs/14_demo.ipynb #4ec428d4
 def run_demo(cfg:DemoConfig, # The demo run
              progress:bool=True, # Progress bars
@@ -214,8 +247,9 @@ def run_demo(cfg:DemoConfig, # The demo run
     "Parts, world, head scores, every variant × seed trained and evaluated; figures and summary.json; return the "
     "summary."
     out, t0 = Path(cfg.out), time.time()
+    claim_demo(cfg)
     parts = world_parts(cfg.parts, progress=progress)
-    records, held_out, stats = write_world(cfg)
+    records, held_out, stats = write_world(cfg.out, cfg.n_train, cfg.n_eval, cfg.world_seed)
     records = records[:cfg.score_samples]
     model, tok = load_llm(llm_spec(cfg, parts), 'cpu')
     scoring = score_and_select(model, tok, load_teacher(str(parts/'teacher')), records, out/'scoring',

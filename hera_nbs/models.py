@@ -16,7 +16,7 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, 
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from transformers.utils import logging as hf_logging
 
-from .store import cache_root, cached_dir, fingerprint
+from .store import cache_root, cached_dir, fingerprint, require
 
 # %% auto #0
 __all__ = ['SUPPORTED', 'TEXT_BACKBONES', 'LLMS', 'VISION_ENCODERS', 'VISION_TOWERS', 'IMAGE_TOKEN', 'CHATML', 'TINY_FAMILIES',
@@ -221,8 +221,7 @@ TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, nu
 def tiny_family(family:str, # One of `TINY_FAMILIES`
                )->tuple[str, dict]:
     "The transformers config class and the text config of a tiny family's LM."
-    if family not in TINY_FAMILIES:
-        raise ValueError(f'unknown tiny family {family!r}; choose from {list(TINY_FAMILIES)}')
+    require(family in TINY_FAMILIES, f'unknown tiny family {family!r}; choose from {list(TINY_FAMILIES)}')
     cls, extra = TINY_FAMILIES[family]
     return cls, {**TINY_TEXT, **extra}
 

@@ -11,9 +11,9 @@ import torch
 from fastcore.basics import patch
 
 from .capture import CaptionCollate, capture
-from .mknn import NeighbourCache, bootstrap_ci, chance_level, permutation_null
+from .mknn import NeighbourCache, bootstrap_ci, chance_level, check_sample_size, permutation_null
 from .neighbourhoods import NeighbourhoodMaps, save_neighbourhoods
-from .store import read_json, write_json
+from .store import read_json, require, write_json
 
 # %% auto #0
 __all__ = ['PAPER_HEADS', 'MODES', 'ALL_LAYERS', 'select_heads', 'select_layers', 'save_selection', 'load_selection',
@@ -38,9 +38,9 @@ def select_heads(scores:torch.Tensor, # [L, H] MKNN scores
                  seed:int=0, # Seed for 'random'
                 )->list[tuple[int, int]]:
     "The `n` heads to align, as (layer, head) pairs in pick order."
-    if mode not in MODES: raise ValueError(f'unknown mode {mode!r}; choose from {MODES}')
+    require(mode in MODES, f'unknown mode {mode!r}; choose from {MODES}')
     if scores.ndim != 2: raise ValueError(f'scores must be [L, H], got shape {tuple(scores.shape)}')
-    if not 1 <= n <= scores.numel(): raise ValueError(f'n={n} must be in [1, {scores.numel()}] (L x H heads)')
+    require(1 <= n <= scores.numel(), f'n={n} heads asked for: choose 1 to {scores.numel()} (L x H heads)')
     if torch.isnan(scores).any(): raise ValueError('scores contain NaN')
     flat = scores.flatten()
     if mode == 'random': idx = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(seed))[:n]
@@ -119,8 +119,6 @@ def plot_layer(scores:torch.Tensor, # [L, H] MKNN scores
 # %% ../nbs/09_select.ipynb #ae3d9380
 def _score(store, k:int, seed:int)->dict:
     "Head and layer scores of a capture, with bootstrap intervals of the head scores."
-    if store.n <= k:
-        raise ValueError(f'{store.n} usable samples is too few for k={k}: MKNN needs more than k+1 (use 100s)')
     cache = NeighbourCache.from_store(store, k_max=k)
     lo, hi = bootstrap_ci(cache.per_sample(k), n_boot=200, seed=seed)
     return dict(cache=cache, heads=cache.head_scores(k), layers=cache.layer_scores(k), ci=(lo, hi))
@@ -140,13 +138,15 @@ def score_and_select(model, tokenizer, teacher, # The text-only LLM, its tokeniz
                      autocast:torch.dtype|None=None, # The capture's forward passes under autocast (bfloat16: faster)
                     )->dict:
     "Capture, score every head and layer, select; write scores, selection and heatmap; return a summary."
+    check_sample_size(len(records), k)                              # cheap checks before any forward pass
+    require(granularity in ('head', 'layer'), f"granularity must be 'head' or 'layer', got {granularity!r}")
     out = Path(out)
     store = capture(model, records, CaptionCollate(tokenizer, teacher), out/'capture', batch_size=batch_size,
                     shard_size=batch_size * 16, progress=progress, autocast=autocast)
+    check_sample_size(store.n, k)                                   # captions with no token are dropped
     sc = _score(store, k, seed)
     if granularity == 'layer': picked = select_layers(sc['layers'], n, mode, seed)
-    elif granularity == 'head': picked = select_heads(sc['heads'], n, mode, seed)
-    else: raise ValueError(f"granularity must be 'head' or 'layer', got {granularity!r}")
+    else: picked = select_heads(sc['heads'], n, mode, seed)
     summary = _write_scores(out, model, store, sc, picked, k, n, mode, granularity)
     if umap: _write_umap(out/'umap.png', store, sc['cache'], seed, k)
     return summary

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #1036e1a8
 from __future__ import annotations
-import json, math, random
+import json, math, os, random, shutil, sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from fastcore.basics import patch
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -21,19 +22,21 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from .capture import CaptionCollate, open_image
-from .data import LlavaCollate, LlavaDataset, caption_records
+from .data import LlavaCollate, LlavaDataset, caption_records, read_llava
 from .heads import HeadPooler, compress_heads, gathered, head_factors
 from .loss import HeraLoss
 from .mknn import NeighbourCache
 from .load import load_mllm, load_teacher, resolve
 from .models import quiet_loading
 from .select import PAPER_HEADS, load_selection, save_selection, score_and_select
-from .store import cached_dir, fingerprint, read_json, whole_weights, write_json
+from .store import (BadInput, atomic_write_bytes, cached_dir, check_types, fingerprint, read_json, require,
+                            whole_weights, write_json)
 
 # %% auto #0
-__all__ = ['HeraConfig', 'StageConfig', 'TrainConfig', 'load_config', 'build_models', 'choose_heads', 'HeraModel',
-           'teacher_features', 'EpochBatches', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'probe_mknn',
-           'set_trainable', 'train_step', 'run_stage', 'fit', 'plot_training']
+__all__ = ['SELECTIONS', 'HeraConfig', 'StageConfig', 'TrainConfig', 'load_config', 'check_run', 'build_models', 'paper_heads',
+           'choose_heads', 'HeraModel', 'teacher_features', 'EpochBatches', 'save_checkpoint', 'load_checkpoint',
+           'latest_checkpoint', 'probe_mknn', 'set_trainable', 'train_step', 'run_stage', 'changes', 'claim_folder',
+           'fit', 'plot_training']
 
 # %% ../nbs/12_train.ipynb #3ab7a82f
 @dataclass
@@ -48,6 +51,7 @@ class HeraConfig:
     learn_tau:bool = True
     normalize:bool = True         # L2-normalise student and teacher vectors
     score_samples:int = 1000      # captions used to score heads when selecting them here
+    def __post_init__(self): self.check()
 
 # %% ../nbs/12_train.ipynb #f7535079
 @dataclass
@@ -66,6 +70,7 @@ class StageConfig:
     weight_decay:float = 0.0
     max_length:int = 2048
     limit:int|None = None         # use only the first samples
+    def __post_init__(self): self.check()
 
 # %% ../nbs/12_train.ipynb #740db8f8
 @dataclass
@@ -88,27 +93,102 @@ class TrainConfig:
     lora_r:int = 16
     num_workers:int = 0
     log_with:str|None = 'tensorboard'
+    def __post_init__(self): self.check()
+
+# %% ../nbs/12_train.ipynb #59cdc9fc
+SELECTIONS = ('worst', 'best', 'random', 'paper')
+
+@patch
+def check(self:HeraConfig):
+    "`BadInput` for a field no run can use."
+    check_types(self)
+    require(math.isfinite(self.lambda_hera) and self.lambda_hera >= 0, f'hera.lambda_hera = {self.lambda_hera}: '
+            f'use 0 (no HeRA) or a positive weight (the paper: 0.01); a negative one pushes heads away from the '
+            f'teacher')
+    require(self.k >= 1 and self.n_heads >= 1, f'hera.k = {self.k}, hera.n_heads = {self.n_heads}: both must be >= 1')
+    require(self.heads in SELECTIONS or self.heads.endswith('.json'),
+            f'hera.heads = {self.heads!r}: use one of {SELECTIONS} or a selection JSON (hera-score writes one)')
+    require(self.granularity in ('head', 'layer'), f"hera.granularity = {self.granularity!r}: use 'head' or 'layer'")
+    require(self.tau > 0, f'hera.tau = {self.tau}: the temperature must be positive (the paper: 0.07)')
+    require(self.score_samples > 2 * self.k, f'hera.score_samples = {self.score_samples}: scoring needs more than '
+            f'2k = {2 * self.k} captions (better 100k)')
+
+# %% ../nbs/12_train.ipynb #8e10ac08
+@patch
+def check(self:StageConfig):
+    "`BadInput` for a field no run can use."
+    check_types(self)
+    require(self.template in ('plain', 'chat'), f"template = {self.template!r}: use 'plain' (stage 1) or 'chat'")
+    require(self.train_llm in ('none', 'full', 'lora'), f"train_llm = {self.train_llm!r}: use 'none', 'full' or 'lora'")
+    for name in ('batch_size', 'grad_accum', 'epochs', 'max_steps', 'max_length', 'limit'):
+        v = getattr(self, name)
+        require(v is None or v >= 1, f'{name} = {v}: it must be at least 1')
+    require(math.isfinite(self.lr) and self.lr > 0, f'lr = {self.lr}: the learning rate must be positive')
+    require(0 <= self.warmup_ratio < 1, f'warmup_ratio = {self.warmup_ratio}: a fraction of the steps, in [0, 1)')
+    require(self.weight_decay >= 0, f'weight_decay = {self.weight_decay}: it must be >= 0')
+
+# %% ../nbs/12_train.ipynb #03bb77de
+@patch
+def check(self:TrainConfig):
+    "`BadInput` for a field, or a combination of fields, no run can use."
+    check_types(self)
+    for name in ('checkpoint_every', 'log_every', 'probe_every', 'lora_r'):
+        require(getattr(self, name) >= 1, f'{name} = {getattr(self, name)}: it must be at least 1')
+    require(self.num_workers >= 0, f'num_workers = {self.num_workers}: it must be >= 0')
+    require(self.mixed_precision in ('no', 'bf16'), f"mixed_precision = {self.mixed_precision!r}: use 'no' or 'bf16'")
+    require(self.probe_samples > 2 * self.hera.k, f'probe_samples = {self.probe_samples}: more than 2k needed')
+
 
 # %% ../nbs/12_train.ipynb #377c5e21
-def _build(cls, d:dict|None):
+def _build(cls, d:dict|None, where:str='config'):
+    "A config dataclass from a dict of its fields (sub-configs from dicts too)."
     if d is None: return None
+    require(isinstance(d, dict), f'{where} is a {type(d).__name__}: it must be a mapping of {cls.__name__} fields')
     names = {f.name for f in fields(cls)}
-    if unknown := set(d) - names:
-        raise ValueError(f'{cls.__name__}: unknown fields {sorted(unknown)}; known: {sorted(names)}')
+    require(not (unknown := set(d) - names), f'{where}: unknown fields {sorted(unknown)}; known: {sorted(names)}')
     sub = {'hera': HeraConfig, 'stage1': StageConfig, 'stage2': StageConfig}
-    return cls(**{k: _build(sub[k], v) if k in sub and cls is TrainConfig else v for k, v in d.items()})
+    return cls(**{k: _build(sub[k], v, k) if k in sub and cls is TrainConfig else v for k, v in d.items()})
 
 def load_config(path:str|Path, # A YAML config (see configs/)
                 root:str|Path|None=None, # Folder the stages' relative data paths are read from (default: the current)
                 **overrides, # Replace top-level fields (output_dir=..., seed=...)
                )->TrainConfig:
-    "A `TrainConfig` from YAML."
-    cfg = _build(TrainConfig, {**(yaml.safe_load(Path(path).read_text()) or {}), **overrides})
+    "A `TrainConfig` from YAML, every field checked; `BadInput` naming what is wrong."
+    path = Path(path)
+    require(path.is_file(), f'config {path}: no such file (examples: configs/tiny.yaml, configs/qwen2.5-3b.yaml)')
+    try: raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = f' (line {e.problem_mark.line + 1})' if getattr(e, 'problem_mark', None) else ''
+        raise BadInput(f'config {path} is not YAML{where}: {getattr(e, "problem", None) or e}') from None
+    require(isinstance(raw, dict), f'config {path} holds a YAML {type(raw).__name__}, not a mapping of fields')
+    cfg = _build(TrainConfig, {**raw, **overrides}, str(path))
     for s in (cfg.stage1, cfg.stage2):
         if s is None or root is None: continue
         s.data = str(Path(root)/s.data)            # an absolute path stays as it is
         if s.image_folder: s.image_folder = str(Path(root)/s.image_folder)
     return cfg
+
+# %% ../nbs/12_train.ipynb #c951f7f5
+def check_run(cfg:TrainConfig, # The run
+              processes:int=1, # Processes that will train it (HeRA's contrastive batch is gathered across them)
+             ):
+    "`BadInput` unless a run can start: a stage, its data with images, a selection JSON, HeRA's global batch > k."
+    require(cfg.stage1 is not None or cfg.stage2 is not None, 'the config has no stage: give stage1, stage2 or both')
+    for name, s in (('stage1', cfg.stage1), ('stage2', cfg.stage2)):
+        if s is None: continue
+        require(bool(s.data), f'{name}.data is not set: give the LLaVA JSON file of the stage')
+        samples = read_llava(s.data)
+        require(any(isinstance(x, dict) and x.get('image') for x in samples), f'{name}.data {s.data} has no '
+                f'sample with an image: a LLaVA stage trains the projector on images (see `hera-data check`)')
+        require(s.image_folder is None or Path(s.image_folder).is_dir(), f'{name}.image_folder {s.image_folder}: no '
+                f'such folder')
+    heads = cfg.hera.heads
+    require(not heads.endswith('.json') or Path(heads).is_file(), f'hera.heads {heads}: no such selection file')
+    if heads == 'paper': paper_heads(cfg)
+    for name, s in (('stage1', cfg.stage1), ('stage2', cfg.stage2)):
+        require(s is None or cfg.hera.lambda_hera == 0 or s.batch_size * processes > cfg.hera.k,
+                f'{name}.batch_size = {s.batch_size if s else 0} x {processes} processes: HeRA needs a global batch of '
+                f'at least k+1 = {cfg.hera.k + 1} (the k teacher neighbours are found in the batch)')
 
 # %% ../nbs/12_train.ipynb #2491090a
 def build_models(cfg:TrainConfig, # The run
@@ -124,6 +204,15 @@ def build_models(cfg:TrainConfig, # The run
         teacher = load_teacher(cfg.teacher, teacher_dtype, device, seed=cfg.seed)
     return model.to(device), proc, teacher.to(device)
 
+# %% ../nbs/12_train.ipynb #a1e1fd23
+def paper_heads(cfg:TrainConfig, # A run with `hera.heads: paper`
+               )->list[tuple[int, int]]:
+    "The first `n_heads` of Table 5's selection for the run's LLM; `BadInput` if the paper has none for it."
+    name = cfg.llm if cfg.llm.startswith('tiny:') else resolve(cfg.llm)[0]
+    require(name in PAPER_HEADS, f"hera.heads = 'paper': Table 5 has no selection for {name!r}; it has one for "
+            f"{list(PAPER_HEADS)}")
+    return PAPER_HEADS[name][:cfg.hera.n_heads]
+
 # %% ../nbs/12_train.ipynb #5138c6ff
 def choose_heads(cfg:TrainConfig, model, proc, teacher, # The run and its models
                  out:Path, # Run folder: the scoring (`scoring/`) and the run's `selection.json` go there
@@ -132,10 +221,7 @@ def choose_heads(cfg:TrainConfig, model, proc, teacher, # The run and its models
                 )->tuple[list, list]:
     "The (layer, head) pairs, or (layer,) singletons for layer granularity, that HeRA aligns; and the best heads."
     h = cfg.hera
-    if h.heads == 'paper':
-        name = resolve(cfg.llm)[0]
-        if name not in PAPER_HEADS: raise ValueError(f'no Table 5 selection for {name!r}; known: {list(PAPER_HEADS)}')
-        return PAPER_HEADS[name][:h.n_heads], []
+    if h.heads == 'paper': return paper_heads(cfg), []
     path = Path(h.heads) if h.heads.endswith('.json') else out/'scoring'/'selection.json'
     if main and not h.heads.endswith('.json'):
         stage = cfg.stage1 or cfg.stage2
@@ -453,6 +539,55 @@ def run_stage(name:str, # stage1 or stage2
     accelerator.free_memory()          # drop this stage's wrappers: the next stage trains other parameters
     return row
 
+# %% ../nbs/12_train.ipynb #87685ac4
+def changes(old:dict, # A config as saved (JSON)
+            new:dict, # The config of this run, as JSON would save it
+            prefix:str='', # Name of the enclosing field
+           )->list[str]:
+    "The fields where two saved configs differ, as 'field: old -> new' (output folders and the selection aside)."
+    found = []
+    for k in sorted((set(old) | set(new)) - {'output_dir', 'out', 'selection'}):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict): found += changes(a, b, f'{prefix}{k}.')
+        elif a != b: found.append(f'{prefix}{k}: {a!r} -> {b!r}')
+    return found
+
+def claim_folder(out:Path, # The run folder
+                 cfg:TrainConfig, # The run
+                 resume:bool, # Whether to continue the run in `out`
+                )->Path|None:
+    "`BadInput` if `out` holds another run, or this one and `resume` is off; the checkpoint to resume from."
+    saved = out/'config.json'
+    if saved.exists():
+        changed = changes(read_json(saved), json.loads(json.dumps(asdict(cfg))))     # tuples read back as lists
+        require(not changed, f'{out} holds a run with another config ({"; ".join(changed[:3])}): choose another '
+                f'output folder, or delete {out} to start over')
+    used = saved.exists() or (out/'log.jsonl').exists() or latest_checkpoint(out) is not None
+    require(resume or not used, f'{out} already holds this run: pass --resume (fit(resume=True)) to continue it, '
+            f'or choose another output folder')
+    return latest_checkpoint(out) if resume else None
+
+# %% ../nbs/12_train.ipynb #2e2d0e89
+_ORDER = {'start': 0, 'stage1': 1, 'stage2': 2}
+
+def _trim_log(out:Path, state:dict|None):
+    "Keep the log rows up to the checkpoint a run resumes from (none without one): the rest are done again."
+    log = out/'log.jsonl'
+    if not log.exists(): return
+    end = (_ORDER[state['stage']], state['step']) if state else (-1, 0)
+    rows = [l for l in log.read_text().splitlines() if (_ORDER[(r := json.loads(l))['stage']], r['step']) <= end]
+    atomic_write_bytes(log, ''.join(l + '\n' for l in rows).encode())
+
+def _drop_partial(out:Path):
+    "Remove what a killed checkpoint write left (`cached_dir`'s temporary folders): never read, only in the way."
+    for tmp in out.glob('.checkpoint-*.tmp-*'): shutil.rmtree(tmp, ignore_errors=True)
+
+def _say_resume(accelerator:Accelerator, out:Path, resume:bool, state:dict|None):
+    "On `resume`, say what is resumed, or that there is nothing to resume."
+    if not (resume and accelerator.is_main_process): return
+    print(f'resuming {out} from {Path(state["path"]).name} ({state["stage"]}, step {state["step"]})' if state
+          else f'nothing to resume in {out}: starting the run from its beginning', file=sys.stderr)
+
 # %% ../nbs/12_train.ipynb #ecf09145
 def fit(cfg:TrainConfig, # The run
         resume:bool=False, # Continue from the latest checkpoint in `cfg.output_dir`
@@ -461,12 +596,24 @@ def fit(cfg:TrainConfig, # The run
        )->dict:
     "Select heads, then train stage 1 and stage 2 with HeRA; return a summary (final losses, selection, MKNN probes)."
     out = Path(cfg.output_dir)
+    check_run(cfg, int(os.environ.get('WORLD_SIZE', 1)))   # cheap checks before any model loads (launchers set it)
+    ckpt = claim_folder(out, cfg, resume)              # every process, before any of them writes there
+    if resume and (out/'summary.json').exists():
+        print(f'{out} is finished: nothing to resume', file=sys.stderr)
+        return read_json(out/'summary.json')
     out.mkdir(parents=True, exist_ok=True)
     _fresh_accelerate_state()
     # cpu=True on a machine without CUDA, so that / CPU processes form one gloo group
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
                               gradient_accumulation_steps=(cfg.stage1 or cfg.stage2).grad_accum, project_dir=str(out),
                               log_with=cfg.log_with if cfg.log_with and _has(cfg.log_with) else None)
+    state = dict(read_json(ckpt/'state.json'), path=str(ckpt)) if ckpt else None
+    _say_resume(accelerator, out, resume, state)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _trim_log(out, state)
+        _drop_partial(out)
+        write_json(out/'config.json', asdict(cfg))     # claims the folder; the selection is added below
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -483,12 +630,10 @@ def fit(cfg:TrainConfig, # The run
     loss = HeraLoss(cfg.hera.k, cfg.hera.tau, cfg.hera.learn_tau, cfg.hera.normalize)
     hm = HeraModel(model, loss, selection, cfg.hera.lambda_hera)
     probe = _probe_set(cfg, teacher, selection, best)
-    if probe:
+    if probe and state is None:                        # a resumed run has its start row in the log
         with gathered(list(model.parameters())): start = probe_mknn(model, proc.tokenizer, **probe)
         _log(out, dict(stage='start', step=0, **start), accelerator, 0)
     if accelerator.log_with: accelerator.init_trackers('hera')
-    ckpt = latest_checkpoint(out) if resume else None
-    state = dict(read_json(ckpt/'state.json'), path=str(ckpt)) if ckpt else None
     summary = dict(selection=[list(s) for s in selection])
     stages = [(n, s) for n, s in (('stage1', cfg.stage1), ('stage2', cfg.stage2)) if s is not None]
     for name, stage in stages:
