@@ -70,8 +70,9 @@ def check(self:DemoConfig):
     require(self.score_samples <= self.n_train, f'score_samples={self.score_samples} > n_train={self.n_train}: heads '
             f'are scored on training captions')
     check_sample_size(self.score_samples, HeraConfig.k)
-    require(self.batch_size > HeraConfig.k, f'batch_size = {self.batch_size}: HeRA needs at least k+1 = '
-            f'{HeraConfig.k + 1} samples per batch')
+    hera_on = any(VARIANTS[v][0] for v in self.variants) and self.lambda_hera > 0
+    require(not hera_on or self.batch_size > HeraConfig.k, f'batch_size = {self.batch_size}: HeRA needs at least '
+            f'k+1 = {HeraConfig.k + 1} samples per batch')
 
 # %% ../nbs/14_demo.ipynb #a2171052
 def write_world(out:str|Path, # The demo's output folder: the files go to `out/world`
