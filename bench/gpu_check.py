@@ -34,7 +34,7 @@ def check_training(work:Path, steps:int)->dict:
     from torch.optim.optimizer import register_optimizer_step_pre_hook
     from hera_nbs.parts import PartsRecipe, world_parts
     from hera_nbs.train import HeraConfig, StageConfig, TrainConfig, fit
-    recipe = PartsRecipe(n_scenes=256, vision_steps=20, teacher_steps=20, lm_steps=20)   # saved like real checkpoints
+    recipe = PartsRecipe(n_scenes=256, vision_steps=20, teacher_steps=20, oracle_steps=20, lm_steps=20)   # saved like real checkpoints
     parts = world_parts(recipe, work/'cache', progress=False)
     write_data(work)
     cfg = TrainConfig(llm=str(parts/'llm'), vision=str(parts/'vision'), teacher=str(parts/'teacher'),

@@ -12,7 +12,7 @@ import torch
 from fastcore.docments import docments
 
 from .data import caption_records, check_llava, read_llava
-from .demo import DemoConfig, QUICK_DEMO, VARIANTS, results_table, run_demo
+from .demo import DemoConfig, QUICK_DEMO, VARIANTS, dose_response, results_table, run_demo
 from .load import load_llm, load_processor, load_teacher, set_threads
 from .mknn import check_sample_size
 from .parts import PartsRecipe, QUICK_PARTS
@@ -122,7 +122,7 @@ def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a 
     "Score every attention head of a text-only LLM by MKNN against a vision teacher; select the heads HeRA trains."
     require(n_samples is None or n_samples >= 1, f'--n-samples {n_samples}: score at least {2 * k + 1} captions')
     require(n >= 1 and batch_size >= 1, f'--n {n}, --batch-size {batch_size}: both must be at least 1')
-    recs = caption_records(data, image_folder, n_samples) if data else world_pairs(n_samples or 512, seed)
+    recs = caption_records(data, image_folder, n_samples) if data else world_pairs(n_samples or 512, seed, distinct=True)
     check_sample_size(len(recs), k)                  # the data is read and checked before any model loads
     llm, tok = load_llm(model, device, gguf_file, cache_dir)
     if bf16 and llm.device.type == 'cpu' and not _cpu_has_bf16():
@@ -132,16 +132,23 @@ def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a 
     vision = load_teacher(teacher, dtype, llm.device, cache_dir=cache_dir)
     s = score_and_select(llm, tok, vision, recs, out, k, n, mode, granularity, seed, batch_size, umap,
                          autocast=torch.bfloat16 if bf16 else None)
-    print(f"{_used(data, n_samples, len(recs), s['n_samples'])}, k={s['k']}: head MKNN mean {s['mean_head_mknn']} "
+    print(f"{_used(data, n_samples, len(recs), s)}, k={s['k']}: head MKNN mean {s['mean_head_mknn']} "
           f"(chance {s['chance']}), selected {s['mode']} {s['selected']} -> {out}", file=sys.stderr)
+    if s['stability']:
+        st = s['stability']
+        print(f"stability: {st['bootstrap_overlap']:.2f} of the selected heads selected again over bootstrap resamples "
+              f"(worst {st['bootstrap_overlap_min']:.2f}), Kendall tau {st['bootstrap_kendall']:.2f}; at k = "
+              + ', '.join(f'{j}: {o:.2f}' for j, o in st['k_overlap'].items()), file=sys.stderr)
     return s
 
-def _used(data:str|None, n_samples:int|None, n_records:int, n_kept:int)->str:
+def _used(data:str|None, n_samples:int|None, n_records:int, s:dict)->str:
     "How many samples were scored, and how many were dropped and why."
     found = 'the tiny world' if data is None else f'{data} (first {n_samples} with an image)' if n_samples else data
     dropped = [] if data is None or n_samples else [f'{len(read_llava(data)) - n_records} without an image']
-    dropped += [f'{n_records - n_kept} with an empty caption'] if n_kept < n_records else []
-    return f'{n_kept} samples of {found} scored' + (f' (dropped: {", ".join(dropped)})' if dropped else '')
+    empty = n_records - s['n_repeats'] - s['n_samples']
+    dropped += [f"{s['n_repeats']} repeated"] if s['n_repeats'] else []
+    dropped += [f'{empty} with an empty caption'] if empty else []
+    return f"{s['n_samples']} samples of {found} scored" + (f' (dropped: {", ".join(dropped)})' if dropped else '')
 
 # %% ../nbs/15_cli.ipynb #b9eaf7ca
 def score(argv:list[str]|None=None, # Arguments (default: the command line)
@@ -168,6 +175,7 @@ def train(argv:list[str]|None=None, # Arguments (default: the command line)
 def hera_demo(family:str='llava-qwen2', # Family of the tiny LM: llava-qwen2, llava-qwen3, llava-llama
               ablations:bool=False, # Also train HeRA on the 5 best and on 5 random heads (all of `VARIANTS`)
               quick:bool=False, # A smoke run (quick parts, 64 scenes, a few steps): checks an install, measures nothing
+              lambdas:tuple[float, ...]=(), # A dose-response instead: the hera variant at each of these λ, every seed
               **config, # `DemoConfig` fields
              )->dict:
     "The HeRA pipeline on the offline tiny world: parts, head scores, LLaVA baseline and HeRA, held-out evaluation."
@@ -175,6 +183,10 @@ def hera_demo(family:str='llava-qwen2', # Family of the tiny LM: llava-qwen2, ll
     cfg = dataclasses.replace(cfg, parts=PartsRecipe(family=family), score_samples=min(cfg.score_samples, cfg.n_train),
                               variants=tuple(VARIANTS) if ablations else cfg.variants)
     if quick: cfg = dataclasses.replace(cfg, parts=dataclasses.replace(QUICK_PARTS, family=family), **QUICK_DEMO)
+    if lambdas:
+        res = dose_response(cfg, lambdas)
+        print(f'dose-response in {cfg.out}/dose_response.png', file=sys.stderr)
+        return {f'{lam:g}': rows for lam, rows in res.items()}
     s = run_demo(cfg)
     agg = {v: {k: (d['mean'], d['sd']) for k, d in rows.items()} for v, rows in s['variants'].items()}
     print(results_table(agg), f'\n{s["seconds"]} s; figures and summary.json in {cfg.out}', file=sys.stderr)

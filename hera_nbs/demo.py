@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_demo.ipynb #0d6bc874
 from __future__ import annotations
-import gc, json, time
+import dataclasses, gc, json, time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean, stdev
@@ -20,16 +20,17 @@ from .parts import PartsRecipe, QUICK_PARTS, world_parts
 from .select import load_selection, plot_head_scores, save_selection, score_and_select, select_heads
 from .store import check_types, read_json, require, write_json
 from .train import HeraConfig, StageConfig, TrainConfig, changes, fit, plot_training
-from .world import cooccurrence, world_pairs, write_llava
+from .world import PRIOR, WORLD_SEEDS, cooccurrence, world_pairs, write_llava
 
 # %% auto #0
-__all__ = ['VARIANTS', 'QUICK_DEMO', 'HEADLINE', 'DemoConfig', 'write_world', 'llm_spec', 'variant_selection', 'train_config',
-           'run_variant', 'headline', 'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'claim_demo',
-           'run_demo']
+__all__ = ['VARIANTS', 'QUICK_DEMO', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig', 'write_world', 'llm_spec', 'scoring_dir',
+           'variant_selection', 'train_config', 'run_variant', 'headline', 'aggregate', 'results_table',
+           'results_figure', 'heatmaps_figure', 'claim_demo', 'run_demo', 'dose_response', 'dose_figure']
 
 # %% ../nbs/14_demo.ipynb #20b636d4
-VARIANTS = {  # name -> (HeRA on, which heads)
-    'baseline': (False, 'worst'), 'hera': (True, 'worst'), 'hera-best': (True, 'best'), 'hera-random': (True, 'random')}
+VARIANTS = {  # name -> (HeRA on, which heads, the teacher's folder among the parts)
+    'baseline': (False, 'worst', 'teacher'), 'hera': (True, 'worst', 'teacher'), 'hera-best': (True, 'best', 'teacher'),
+    'hera-random': (True, 'random', 'teacher'), 'hera-oracle': (True, 'worst', 'teacher-oracle')}
 
 @dataclass
 class DemoConfig:
@@ -41,7 +42,8 @@ class DemoConfig:
     seeds:tuple[int, ...] = (0,)            # training seeds: projector initialisation and data order
     world_seed:int = 0                      # the world's scenes and questions
     n_train:int = 1024                      # training scenes per stage
-    n_eval:int = 128                        # held-out scenes (no prior)
+    n_eval:int = 128                        # held-out scenes (no prior) the runs are evaluated on
+    n_probe:int = 256                       # held-out scenes the heads are probed on (the first n_eval are shared)
     steps:tuple[int, int] = (64, 480)       # optimizer steps of stage 1 and stage 2
     batch_size:int = 32                     # per optimizer step
     lr:tuple[float, float] = (1e-3, 5e-4)   # stage 1, stage 2
@@ -51,7 +53,7 @@ class DemoConfig:
     checkpoint_every:int = 64               # optimizer steps between checkpoints (a rerun resumes from the last)
     def __post_init__(self): self.check()
 
-QUICK_DEMO = dict(n_train=64, n_eval=8, steps=(2, 3), batch_size=16,
+QUICK_DEMO = dict(n_train=64, n_eval=8, n_probe=32, steps=(2, 3), batch_size=16,
                   score_samples=64)   # `hera-demo --quick`, with QUICK_PARTS
 
 # %% ../nbs/14_demo.ipynb #0631e6f4
@@ -62,7 +64,7 @@ def check(self:DemoConfig):
     bad = [v for v in self.variants if v not in VARIANTS]
     require(bool(self.variants) and not bad, f'variants {list(self.variants)}: choose one or more of {list(VARIANTS)}')
     require(bool(self.seeds), 'seeds is empty: give at least one seed')
-    for name in ('n_train', 'n_eval', 'batch_size', 'checkpoint_every'):
+    for name in ('n_train', 'n_eval', 'n_probe', 'batch_size', 'checkpoint_every'):
         require(getattr(self, name) >= 1, f'{name} = {getattr(self, name)}: it must be at least 1')
     require(len(self.steps) == 2 and min(self.steps) >= 1, f'steps = {self.steps}: two step counts (stage 1, 2), >= 1')
     require(len(self.lr) == 2 and min(self.lr) > 0, f'lr = {self.lr}: two positive learning rates (stage 1, 2)')
@@ -70,6 +72,8 @@ def check(self:DemoConfig):
     require(self.score_samples <= self.n_train, f'score_samples={self.score_samples} > n_train={self.n_train}: heads '
             f'are scored on training captions')
     check_sample_size(self.score_samples, HeraConfig.k)
+    require(self.n_probe > 2 * HeraConfig.k, f'n_probe = {self.n_probe}: probing needs more than 2k = '
+            f'{2 * HeraConfig.k} scenes')
     hera_on = any(VARIANTS[v][0] for v in self.variants) and self.lambda_hera > 0
     require(not hera_on or self.batch_size > HeraConfig.k, f'batch_size = {self.batch_size}: HeRA needs at least '
             f'k+1 = {HeraConfig.k + 1} samples per batch')
@@ -77,15 +81,20 @@ def check(self:DemoConfig):
 # %% ../nbs/14_demo.ipynb #a2171052
 def write_world(out:str|Path, # The demo's output folder: the files go to `out/world`
                 n_train:int=1024, # Training scenes per stage
-                n_eval:int=128, # Held-out scenes
+                n_eval:int=128, # Held-out scenes to evaluate on
                 world_seed:int=0, # The world's scenes and questions
+                n_probe:int=256, # Held-out scenes to probe on (`held-out.json`)
                )->tuple[list, list, dict]:
-    "Write stage 1 and stage 2 LLaVA files under `out/world`; return (training records, held-out records, prior stats)."
+    "Write stage 1, stage 2 and held-out LLaVA files under `out/world`; return (training records, the `n_eval` "
+    "held-out records, prior stats)."
     out, s = Path(out)/'world', world_seed
-    train = world_pairs(n_train, seed=1000 + s, prior=0.9)
+    train = world_pairs(n_train, seed=WORLD_SEEDS['stage1'] + s, prior=PRIOR, split='train')
     write_llava(train, out, stage=1)
-    write_llava(world_pairs(n_train, seed=2000 + s, prior=0.9), out, stage=2, seed=s, text_only=n_train // 32)
-    return train, world_pairs(n_eval, seed=3000 + s), cooccurrence([r['scene'] for r in train])
+    stage2 = world_pairs(n_train, seed=WORLD_SEEDS['stage2'] + s, prior=PRIOR, split='train')
+    write_llava(stage2, out, stage=2, seed=s, text_only=n_train // 32)
+    held_out = world_pairs(max(n_eval, n_probe), seed=WORLD_SEEDS['evaluation'] + s, split='held-out', distinct=True)
+    write_llava(held_out[:n_probe], out, stage=1, name='held-out')
+    return train, held_out[:n_eval], cooccurrence([r['scene'] for r in train])
 
 # %% ../nbs/14_demo.ipynb #5d4c3c0a
 def llm_spec(cfg:DemoConfig, # The demo run
@@ -95,6 +104,12 @@ def llm_spec(cfg:DemoConfig, # The demo run
     return str(parts/'llm') if cfg.llm == 'tiny' else cfg.llm
 
 # %% ../nbs/14_demo.ipynb #e2691388
+def scoring_dir(cfg:DemoConfig, # The demo run
+                teacher:str, # The teacher's folder among the parts (`VARIANTS`): teacher or teacher-oracle
+               )->Path:
+    "Where the heads were scored against a teacher: `scoring/` for the teacher, `scoring-oracle/` for the oracle."
+    return Path(cfg.out)/('scoring' if teacher == 'teacher' else 'scoring-' + teacher.removeprefix('teacher-'))
+
 def variant_selection(scoring:Path, # The folder `score_and_select` wrote
                       variant:str, # One of `VARIANTS`
                       seed:int, # The run's training seed (for `random`)
@@ -123,9 +138,11 @@ def train_config(cfg:DemoConfig, # The demo run
     "The `TrainConfig` of one variant and seed, training the heads of the selection JSON `heads`."
     hera = HeraConfig(lambda_hera=cfg.lambda_hera if VARIANTS[variant][0] else 0.0, heads=heads,
                       score_samples=cfg.score_samples)
-    return TrainConfig(llm=llm_spec(cfg, parts), vision=str(parts/'vision'), teacher=str(parts/'teacher'),
+    world = Path(cfg.out)/'world'
+    return TrainConfig(llm=llm_spec(cfg, parts), vision=str(parts/'vision'), teacher=str(parts/VARIANTS[variant][2]),
                        output_dir=str(Path(cfg.out)/f'{variant}-s{seed}'), seed=seed, log_with=None, log_every=4,
-                       probe_every=cfg.steps[1], checkpoint_every=cfg.checkpoint_every, probe_samples=256, hera=hera,
+                       probe_every=cfg.steps[1], checkpoint_every=cfg.checkpoint_every, hera=hera,
+                       probe_data=str(world/'held-out.json'), probe_samples=cfg.n_probe,
                        stage1=_stage(cfg, 1), stage2=_stage(cfg, 2, template='chat', train_llm=cfg.train_llm))
 
 # %% ../nbs/14_demo.ipynb #7c779886
@@ -138,36 +155,39 @@ def run_variant(cfg:DemoConfig, # The demo run
                 stats:dict, # `cooccurrence` of the training scenes
                 progress:bool=True, # Progress bars
                )->dict:
-    "Train one variant, evaluate it on held-out scenes, score its heads again; return its results (kept in "
-    "`results.json`: a rerun reads them, and a killed run resumes from its last checkpoint)."
+    "Train one variant, evaluate it on held-out scenes, score its heads again; return its results, with the probes "
+    "(before, after stage 1, after stage 2), kept in `results.json`: a rerun reads them, a killed run resumes."
     import matplotlib.pyplot as plt
-    tc = train_config(cfg, parts, variant, seed, str(variant_selection(Path(cfg.out)/'scoring', variant, seed)))
+    tc = train_config(cfg, parts, variant, seed, str(variant_selection(scoring_dir(cfg, VARIANTS[variant][2]), variant, seed)))
     out = Path(tc.output_dir)
     if (out/'results.json').exists(): return read_json(out/'results.json')
     fit(tc, resume=out.exists(), progress=progress)
     plot_training(out).savefig(out/'training.png', dpi=100, bbox_inches='tight')
     plt.close('all')
     model, proc = load_trained(out/'final')
-    probes = [json.loads(l) for l in (out/'log.jsonl').read_text().splitlines() if 'mknn_selected' in l]
+    rows = [json.loads(l) for l in (out/'log.jsonl').read_text().splitlines() if 'text_selected' in l]
+    probes = {r['stage']: {k: v for k, v in r.items() if k.startswith(('text_', 'mm_'))} for r in rows}
     after = score_and_select(model, proc.tokenizer, load_teacher(tc.teacher), records, out/'scoring-after', seed=seed,
                              progress=progress)
     res = dict(evaluate_world(model, proc, held_out, stats, seed=cfg.world_seed),
                selected=[list(h) for h in load_selection(out/'selection.json')],
-               mknn_selected_before=probes[0]['mknn_selected'], mknn_selected_after=probes[-1]['mknn_selected'],
-               mknn_best_before=probes[0]['mknn_best'], mknn_best_after=probes[-1]['mknn_best'],
-               mean_head_mknn_after=after['mean_head_mknn'])
+               probes=probes, mean_head_mknn_after=after['mean_head_mknn'])
     del model
     gc.collect()
     return read_json(write_json(out/'results.json', res))       # as a rerun reads them
 
 # %% ../nbs/14_demo.ipynb #379f1cfe
+PROBED = [  # (probe, head group, when) rows of the table: mm = image then caption, text = the caption alone
+    ('mm', 'selected', ('start', 'stage 1', 'stage 2')), ('text', 'selected', ('start', 'stage 2')),
+    ('mm', 'best', ('start', 'stage 2')), ('mm', 'all', ('start', 'stage 2'))]
+
 HEADLINE = {  # label -> where it is in one run's results
     'vision-centric accuracy': ('vqa', 'all'),
     **{f'  {t}': ('vqa', t) for t in ('colour', 'count', 'existence', 'position')},
     **{f'POPE F1 {s}': (f'pope_{s}', 'f1') for s in ('random', 'popular', 'adversarial')},
     'POPE yes-ratio adversarial': ('pope_adversarial', 'yes_ratio'),
-    'MKNN selected, before': ('mknn_selected_before',), 'MKNN selected, after': ('mknn_selected_after',),
-    'MKNN best-5, before': ('mknn_best_before',), 'MKNN best-5, after': ('mknn_best_after',),
+    **{f'MKNN {mode}, {group}: {when}': ('probes', when.replace(' ', ''), f'{mode}_{group}')
+       for mode, group, whens in PROBED for when in whens},
     'caption perplexity': ('caption_ppl',)}
 
 def headline(r:dict, # One run's results (`run_variant`)
@@ -250,11 +270,13 @@ def run_demo(cfg:DemoConfig, # The demo run
     out, t0 = Path(cfg.out), time.time()
     claim_demo(cfg)
     parts = world_parts(cfg.parts, progress=progress)
-    records, held_out, stats = write_world(cfg.out, cfg.n_train, cfg.n_eval, cfg.world_seed)
+    records, held_out, stats = write_world(cfg.out, cfg.n_train, cfg.n_eval, cfg.world_seed, cfg.n_probe)
     records = records[:cfg.score_samples]
     model, tok = load_llm(llm_spec(cfg, parts), 'cpu')
-    scoring = score_and_select(model, tok, load_teacher(str(parts/'teacher')), records, out/'scoring',
-                               seed=cfg.world_seed, umap=True, progress=progress)
+    teachers = dict.fromkeys(['teacher'] + [VARIANTS[v][2] for v in cfg.variants])      # each scores once, in order
+    scorings = {t: score_and_select(model, tok, load_teacher(str(parts/t)), records, scoring_dir(cfg, t),
+                                    seed=cfg.world_seed, umap=t == 'teacher', progress=progress) for t in teachers}
+    scoring = scorings['teacher']
     del model
     gc.collect()
     runs = {v: {s: run_variant(cfg, parts, v, s, records, held_out, stats, progress) for s in cfg.seeds}
@@ -262,7 +284,7 @@ def run_demo(cfg:DemoConfig, # The demo run
     agg = aggregate(runs)
     _demo_figures(cfg, agg, runs, scoring)
     report = {k: v for k, v in read_json(parts/'report.json').items() if k != 'losses'}
-    summary = dict(config=asdict(cfg), parts=str(parts), parts_report=report, scoring=scoring,
+    summary = dict(config=asdict(cfg), parts=str(parts), parts_report=report, scoring=scoring, scorings=scorings,
                    runs={v: {str(s): r for s, r in rs.items()} for v, rs in runs.items()},
                    variants={v: {k: dict(mean=m, sd=sd) for k, (m, sd) in rows.items()} for v, rows in agg.items()},
                    seconds=round(time.time() - t0, 1))
@@ -274,7 +296,45 @@ def _demo_figures(cfg:DemoConfig, agg:dict, runs:dict, scoring:dict):
     import matplotlib.pyplot as plt
     out, s0 = Path(cfg.out), cfg.seeds[0]
     results_figure(agg).savefig(out/'results.png', dpi=100, bbox_inches='tight')
-    after = {v: (out/f'{v}-s{s0}'/'scoring-after', runs[v][s0]['selected']) for v in cfg.variants}
+    after = {v: (out/f'{v}-s{s0}'/'scoring-after', runs[v][s0]['selected']) for v in cfg.variants
+             if VARIANTS[v][2] == 'teacher'}          # one teacher's MKNN on one colour scale
     fig = heatmaps_figure((out/'scoring', scoring['selected']), after)
     fig.savefig(out/'mknn_heatmaps.png', dpi=100, bbox_inches='tight')
     plt.close('all')
+
+# %% ../nbs/14_demo.ipynb #6c92b2d9
+def dose_response(cfg:DemoConfig, # The demo run: its seeds, world and training; `variants` and `lambda_hera` ignored
+                  lambdas:tuple[float, ...]=(0.0, 0.01, 0.1, 1.0), # The weights λ of the HeRA loss
+                  progress:bool=True, # Progress bars
+                 )->dict:
+    "The `hera` variant trained at each λ for every seed; the figure and JSON under `cfg.out`; return λ -> aggregate."
+    require(len(lambdas) >= 2 and min(lambdas) >= 0, f'lambdas {list(lambdas)}: give two or more weights >= 0')
+    res = {}
+    for lam in lambdas:
+        one = dataclasses.replace(cfg, out=str(Path(cfg.out)/f'lambda-{lam:g}'), lambda_hera=lam, variants=('hera',))
+        res[lam] = run_demo(one, progress)['variants']['hera']
+    dose_figure(res).savefig(Path(cfg.out)/'dose_response.png', dpi=100, bbox_inches='tight')
+    write_json(Path(cfg.out)/'dose_response.json', {f'{lam:g}': v for lam, v in res.items()})
+    return res
+
+# %% ../nbs/14_demo.ipynb #737cdd3d
+DOSE_PANELS = {  # panel title -> rows of the aggregate it plots
+    'selected heads, after stage 2': ['MKNN mm, selected: stage 2', 'MKNN text, selected: stage 2'],
+    'other heads, after stage 2 (image+text)': ['MKNN mm, best: stage 2', 'MKNN mm, all: stage 2'],
+    'held-out tasks': ['vision-centric accuracy', '  colour', '  position', 'POPE F1 adversarial']}
+
+def dose_figure(res:dict, # λ -> `aggregate` rows of the hera variant (label -> {'mean', 'sd'})
+               ):
+    "Probes and task metrics against λ (symmetric-log axis: λ = 0 is shown), mean ± sd over seeds."
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, len(DOSE_PANELS), figsize=(5 * len(DOSE_PANELS), 3.5))
+    lams = list(res)
+    for ax, (title, rows) in zip(axs, DOSE_PANELS.items()):
+        for row in rows:
+            ax.errorbar(lams, [res[l][row]['mean'] for l in lams], [res[l][row]['sd'] for l in lams], marker='o',
+                        capsize=3, label=row.strip())
+        ax.set_xscale('symlog', linthresh=min([l for l in lams if l > 0], default=1))
+        ax.set(title=title, xlabel='λ (weight of the HeRA loss)', ylabel='MKNN' if 'MKNN' in rows[0] else 'fraction')
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -4,20 +4,23 @@
 
 # %% ../nbs/07_mknn.ipynb #362a032b
 from __future__ import annotations
-import functools, warnings
+import functools, math, warnings
+from dataclasses import dataclass
 from functools import partial
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .store import require
 
 # %% auto #0
-__all__ = ['check_features', 'lists_from_gram', 'streamed_lists', 'knn_lists', 'overlap', 'clamp_outliers', 'mutual_knn',
-           'NeighbourCache', 'score_heads', 'score_layers', 'chance_level', 'check_sample_size', 'permutation_null',
-           'bootstrap_ci']
+__all__ = ['check_features', 'lists_from_gram', 'streamed_lists', 'dense_rank', 'KnnTable', 'knn_table', 'knn_lists', 'overlap',
+           'membership', 'expected_overlap', 'table_overlap', 'clamp_outliers', 'mutual_knn', 'NeighbourCache',
+           'score_heads', 'score_layers', 'chance_level', 'check_sample_size', 'permutation_null', 'bootstrap_ci',
+           'calibrated_scores']
 
 # %% ../nbs/07_mknn.ipynb #bd9e05e4
 def check_features(x:torch.Tensor, # [..., N, D] features
@@ -40,7 +43,8 @@ def check_features(x:torch.Tensor, # [..., N, D] features
 # %% ../nbs/07_mknn.ipynb #e0596eb6
 def lists_from_gram(sim:torch.Tensor, # [..., N, N] similarities (overwritten: the diagonal is set to -inf)
                     k:int, # Neighbours per sample
-                   )->torch.Tensor:
+                    values:bool=False, # Also return the similarities of the listed neighbours
+                   )->torch.Tensor|tuple[torch.Tensor, torch.Tensor]:
     "Ordered k-NN lists from a Gram matrix (modified in place): similarity descending, lower index first on ties."
     sim.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
     vals, idx = sim.topk(min(k + 1, sim.shape[-1]), dim=-1)
@@ -53,8 +57,9 @@ def lists_from_gram(sim:torch.Tensor, # [..., N, N] similarities (overwritten: t
         fixed = member.nonzero()[:, -1].view(-1, k)
         idx[tie], vals[tie] = fixed, s.gather(-1, fixed)
     idx, p = idx.sort(dim=-1)                                  # canonical order: index ascending, then a stable
-    order = vals.gather(-1, p).sort(dim=-1, descending=True, stable=True).indices   # sort by similarity
-    return idx.gather(-1, order).to(torch.int32)
+    vals, order = vals.gather(-1, p).sort(dim=-1, descending=True, stable=True)    # sort by similarity
+    idx = idx.gather(-1, order).to(torch.int32)
+    return (idx, vals) if values else idx
 
 # %% ../nbs/07_mknn.ipynb #a3878b27
 def _select_rows(g, # [B, N] float32 similarities of B rows (self already -inf)
@@ -103,7 +108,8 @@ def _select_kernel():
 def streamed_lists(x:torch.Tensor, # [N, D] features, float32 on the CPU, finite (see `check_features`)
                    k:int, # Neighbours per sample
                    max_bytes:int=2**22, # Working memory for one block of Gram rows
-                  )->torch.Tensor:
+                   values:bool=False, # Also return the similarities of the listed neighbours
+                  )->torch.Tensor|tuple[torch.Tensor, torch.Tensor]:
     "Each sample's k nearest other samples by dot product, ordered as `lists_from_gram`: [N, k] int32."
     n, K = len(x), k + 1
     w = max(1, min(32, n // (2 * K)))              # runs of w columns: at least K of them
@@ -114,46 +120,104 @@ def streamed_lists(x:torch.Tensor, # [N, D] features, float32 on the CPU, finite
         g = torch.mm(x[r:r + rows], x.T, out=buf[:min(rows, n - r)])
         g.diagonal(r).fill_(float('-inf'))         # self excluded
         select(g.numpy(), g[:, :nb * w].view(len(g), nb, w).amax(-1).numpy(), idx[r:r + rows], val[r:r + rows])
-    return torch.from_numpy(idx[:, :k]).to(torch.int32)
+    lists = torch.from_numpy(idx[:, :k]).to(torch.int32)
+    return (lists, torch.from_numpy(val[:, :k])) if values else lists
+
+# %% ../nbs/07_mknn.ipynb #70cba0f0
+def dense_rank(val:torch.Tensor, # [..., W] similarities, each row descending
+              )->torch.Tensor:
+    "Rank of each value among the distinct values of its row, ties sharing one: [..., W] int16."
+    return F.pad((val[..., 1:] != val[..., :-1]).cumsum(-1, dtype=torch.int16), (1, 0))
+
+@dataclass
+class KnnTable:
+    "Ordered neighbour lists of any number of feature sets, with the tie structure a tie-invariant MKNN needs."
+    idx:torch.Tensor   # [..., N, min(k+1, N-1)] int32: similarity descending, lower index first on ties
+    rank:torch.Tensor  # [..., N, min(k+1, N-1)] int16: `dense_rank` of the listed similarities
+    wide:dict          # flat set index -> (idx, rank) [N, W]: sets whose tie at a k-th place runs past the columns
+    k:int              # the largest k the table can score
+
+# %% ../nbs/07_mknn.ipynb #b79b8cd9
+@patch
+def tied(self:KnnTable,
+         k:int, # Neighbourhood size
+        )->torch.Tensor:
+    "Rows whose k-th and (k+1)-th neighbours are equally similar: [..., N]."
+    require(1 <= k <= self.k, f'k={k}: this table scores k from 1 to {self.k}')
+    if self.rank.shape[-1] <= k: return torch.zeros(self.rank.shape[:-1], dtype=torch.bool)   # all N-1 listed
+    return self.rank[..., k - 1] == self.rank[..., k]
+
+@patch
+def rows(self:KnnTable,
+         s:int, # Flat index of a feature set
+         rows:torch.Tensor, # Sample indices
+        )->tuple[torch.Tensor, torch.Tensor]:
+    "Lists and ranks of some rows of one feature set, as wide as its ties need: ([R, W], [R, W])."
+    if s in self.wide: return self.wide[s][0][rows], self.wide[s][1][rows]
+    n, w = self.idx.shape[-2:]
+    return self.idx.reshape(-1, n, w)[s, rows], self.rank.reshape(-1, n, w)[s, rows]
 
 # %% ../nbs/07_mknn.ipynb #bf6d3c36
+def _tables(x:torch.Tensor, K:int, stream:bool)->tuple[torch.Tensor, torch.Tensor]:
+    "Lists and similarities [g, N, K] of normalised sample-first features [N, g, D], in float32."
+    if stream and x.device.type == 'cpu':                               # a block of Gram rows at a time
+        pairs = [streamed_lists(x[:, g].contiguous(), K, values=True) for g in range(x.shape[1])]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    x = x.transpose(0, 1)
+    return lists_from_gram(torch.bmm(x, x.transpose(1, 2)), K, values=True)
+
+def _lists_of_chunk(x:torch.Tensor, k:int, normalize:bool, stream:bool)->KnnTable:
+    "The table of sample-first features [N, g, D], in float32 even inside an autocast region."
+    check_features(x.transpose(0, 1), k=k)                             # one pass over the chunk, as stored
+    n, K = len(x), min(k + 1, len(x) - 1)
+    with torch.autocast(x.device.type, enabled=False):
+        x = F.normalize(x.float(), dim=-1) if normalize else x.float()
+        idx, val = _tables(x, K, stream)
+        wide, w = {}, K
+        open_ = (val[..., k - 1] == val[..., -1]).any(-1) if K > k else torch.zeros(len(idx), dtype=torch.bool)
+        while open_.any():                                              # rare: a tie runs to the table's last column
+            w, groups = min(2 * w, n - 1), open_.nonzero()[:, 0]
+            wi, wv = _tables(x[:, groups], w, stream)
+            wide.update({g: (wi[j], dense_rank(wv[j])) for j, g in enumerate(groups.tolist())})
+            open_[groups] = (wv[..., k - 1] == wv[..., -1]).any(-1) & (w < n - 1)
+    return KnnTable(idx, dense_rank(val), wide, k)
+
+# %% ../nbs/07_mknn.ipynb #5dd1927a
 def _chunked_lists(chunk, # chunk(i, j) -> [N, j-i, D] features of groups i..j-1, sample-first
-                   n_groups:int, n:int, d:int, k:int, normalize:bool, max_bytes:int)->torch.Tensor:
-    "k-NN lists of `n_groups` feature sets, a memory-bounded chunk of groups at a time: [n_groups, N, k]."
+                   n_groups:int, n:int, d:int, k:int, normalize:bool, max_bytes:int)->KnnTable:
+    "The `KnnTable` of `n_groups` feature sets, a memory-bounded chunk of groups at a time: [n_groups, N, ...]."
     stream = _select_kernel() is not None
     per_group = 4 * n * (8 * d if stream else n)        # streamed: a normalised copy (1/8 of the budget), else a Gram
     step = max(1, min(n_groups, max_bytes // per_group))
-    out = []
-    for i in range(0, n_groups, step):
-        out.append(_lists_of_chunk(chunk(i, min(i + step, n_groups)), k, normalize, stream))
-    return torch.cat(out)
+    parts = [_lists_of_chunk(chunk(i, min(i + step, n_groups)), k, normalize, stream)
+             for i in range(0, n_groups, step)]
+    wide = {i * step + g: v for i, t in enumerate(parts) for g, v in t.wide.items()}
+    return KnnTable(torch.cat([t.idx for t in parts]), torch.cat([t.rank for t in parts]), wide, k)
 
-def _lists_of_chunk(x:torch.Tensor, k:int, normalize:bool, stream:bool)->torch.Tensor:
-    "Lists of sample-first features [N, g, D]: [g, N, k], in float32 even inside an autocast region."
-    check_features(x.transpose(0, 1), k=k)                             # one pass over the chunk, as stored
-    with torch.autocast(x.device.type, enabled=False):
-        x = x.float()
-        x = F.normalize(x, dim=-1) if normalize else x
-        if stream and x.device.type == 'cpu':                           # a block of Gram rows at a time
-            return torch.stack([streamed_lists(x[:, g].contiguous(), k) for g in range(x.shape[1])])
-        x = x.transpose(0, 1)
-        return lists_from_gram(torch.bmm(x, x.transpose(1, 2)), k)
-
+# %% ../nbs/07_mknn.ipynb #48cd7c1c
 def _groups(x:torch.Tensor, i:int, j:int)->torch.Tensor:
     "Groups i..j-1 of sample-first features [N, G, D]."
     return x[:, i:j]
+
+def knn_table(x:torch.Tensor, # [..., N, D] features (leading dims: heads, layers, ...)
+              k:int, # Largest neighbourhood size that will be scored
+              normalize:bool=True, # Cosine instead of raw dot product
+              max_bytes:int=2**27, # Working-memory budget per chunk of leading dims
+             )->KnnTable:
+    "Each sample's nearest other samples, ordered, with the ties MKNN needs: a `KnnTable` of shape [..., N, k+1]."
+    x = check_features(x, k=k, finite=False)           # each chunk is checked for NaN/inf as it is scored
+    lead, (n, d) = x.shape[:-2], x.shape[-2:]
+    flat = x.reshape(-1, n, d)
+    t = _chunked_lists(partial(_groups, flat.transpose(0, 1)), len(flat), n, d, k, normalize, max_bytes)
+    return KnnTable(t.idx.view(*lead, n, -1), t.rank.view(*lead, n, -1), t.wide, k)
 
 def knn_lists(x:torch.Tensor, # [..., N, D] features (leading dims: heads, layers, ...)
               k:int, # Neighbours per sample
               normalize:bool=True, # Cosine instead of raw dot product
               max_bytes:int=2**27, # Working-memory budget per chunk of leading dims
              )->torch.Tensor:
-    "Each sample's k nearest other samples, ordered: [..., N, k] int32."
-    x = check_features(x, k=k, finite=False)           # each chunk is checked for NaN/inf as it is scored
-    lead, (n, d) = x.shape[:-2], x.shape[-2:]
-    flat = x.reshape(-1, n, d)
-    chunk = partial(_groups, flat.transpose(0, 1))
-    return _chunked_lists(chunk, len(flat), n, d, k, normalize, max_bytes).view(*lead, n, k)
+    "Each sample's k nearest other samples, ordered (similarity descending, lower index first): [..., N, k] int32."
+    return knn_table(x, k, normalize, max_bytes).idx[..., :k]
 
 # %% ../nbs/07_mknn.ipynb #a619da17
 def overlap(a:torch.Tensor, # [..., N, ka] neighbour lists, ka >= k
@@ -165,6 +229,38 @@ def overlap(a:torch.Tensor, # [..., N, ka] neighbour lists, ka >= k
         raise ValueError(f'k={k} exceeds the cached lists ({a.shape[-1]}, {b.shape[-1]} neighbours)')
     a, b = a[..., :k], b[..., :k]
     return (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).sum(-1) / k
+
+# %% ../nbs/07_mknn.ipynb #c804dfb7
+def membership(rank:torch.Tensor, # [..., W] `dense_rank`s of ordered lists
+               k:int, # Neighbourhood size
+              )->torch.Tensor:
+    "Each listed candidate's probability of being among the k nearest when a tie at the k-th place is broken at "
+    "random: 1 above the tie, (places left) / (tied candidates) inside it, 0 below: [..., W]."
+    kth = rank[..., k - 1:k]
+    above, size = (rank < kth).sum(-1, keepdim=True), (rank == kth).sum(-1, keepdim=True)
+    return torch.where(rank < kth, 1.0, torch.where(rank == kth, (k - above) / size, 0.0))
+
+def expected_overlap(a, ra, b, rb, # [R, Wa] lists and ranks of representation A, [R, Wb] of B (same samples)
+                     k:int, # Neighbourhood size
+                    )->torch.Tensor:
+    "E |kNN_a ∩ kNN_b| / k over independent random tie breaks in A and B: sum over shared candidates of p_a p_b: [R]."
+    same = a[:, :, None] == b[:, None, :]
+    return (same * membership(ra, k)[:, :, None] * membership(rb, k)[:, None, :]).sum((1, 2)) / k
+
+# %% ../nbs/07_mknn.ipynb #39852651
+def table_overlap(a:KnnTable, # Tables of any number of feature sets: [..., N, ...]
+                  b:KnnTable, # The table of one feature set (the teacher): [N, ...]
+                  k:int, # Neighbourhood size
+                 )->torch.Tensor:
+    "Per-sample overlap at k: the exact count, or, in rows with a tie at the k-th place in either, its expectation "
+    "over random tie breaks: [..., N]."
+    tied = (a.tied(k) | b.tied(k)).expand(a.idx.shape[:-1])
+    out = overlap(a.idx, b.idx, k).float()
+    flat, ties = out.view(-1, out.shape[-1]), tied.reshape(-1, tied.shape[-1])
+    for s in ties.any(-1).nonzero()[:, 0].tolist():            # few sets, few rows: duplicates, coarse values
+        rows = ties[s].nonzero()[:, 0]
+        flat[s, rows] = expected_overlap(*a.rows(s, rows), *b.rows(0, rows), k)
+    return out
 
 # %% ../nbs/07_mknn.ipynb #772ab4b0
 def clamp_outliers(x:torch.Tensor, # [..., N, D] features
@@ -181,18 +277,19 @@ def mutual_knn(a:torch.Tensor, # [N, Da] features of representation A
                normalize:bool=True, # L2-normalise rows first
                clamp_q:float|None=None, # PRH outlier clamp quantile (e.g. 0.95), None: no clamp
               )->float:
-    "Mean over samples of |kNN_a(i) ∩ kNN_b(i)| / k, neighbours by dot product, self excluded."
+    "Mean over samples of |kNN_a(i) ∩ kNN_b(i)| / k, neighbours by dot product, self excluded, ties at the k-th "
+    "place counted by their expectation."
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f'mutual_knn takes two [N, D] matrices, got {tuple(a.shape)} and {tuple(b.shape)}')
     if len(a) != len(b):
         raise ValueError(f'a has {len(a)} samples but b has {len(b)}: they must be the same, paired samples')
     a, b = check_features(a, 'a', k), check_features(b, 'b', k)
     if clamp_q is not None: a, b = clamp_outliers(a, clamp_q), clamp_outliers(b, clamp_q)
-    return overlap(knn_lists(a, k, normalize), knn_lists(b, k, normalize), k).mean().item()
+    return table_overlap(knn_table(a, k, normalize), knn_table(b, k, normalize), k).mean().item()
 
 # %% ../nbs/07_mknn.ipynb #d34a2da9
 class NeighbourCache:
-    "Ordered k-NN lists of every head, layer and the teacher, up to `k_max`, for fast scoring at any k."
+    "Neighbour tables of every head, layer and the teacher, up to `k_max`, for fast scoring at any k."
     def __init__(self, heads:torch.Tensor|None, # [N, L, H, d] head features
                  teacher:torch.Tensor, # [N, D_t] teacher features
                  k_max:int=10, # Largest k that will be asked for
@@ -200,23 +297,25 @@ class NeighbourCache:
                  normalize:bool=True, # Cosine instead of raw dot product
                  layers:Sequence[int]|None=None, # Layer numbers of the captured layers (default 0..L-1)
                 ):
-        self.teacher = knn_lists(teacher, k_max, normalize)
-        n = len(self.teacher)
+        self.tables = dict(teacher=knn_table(teacher, k_max, normalize))
+        n = teacher.shape[-2]
         for name, x in (('heads', heads), ('hidden', hidden)):
             if x is not None and len(x) != n: raise ValueError(f'{name} have {len(x)} samples but the teacher has {n}')
-        self.heads = None if heads is None else self._lists(heads, k_max, normalize)     # [L, H, N, k]
-        self.hidden = None if hidden is None else self._lists(hidden, k_max, normalize)  # [L, N, k]
+        for name, x in (('heads', heads), ('hidden', hidden)):                          # [L, H, N, .], [L, N, .]
+            if x is not None: self.tables[name] = self._table(x, k_max, normalize)
+        self.teacher, self.heads, self.hidden = (self.tables[s].idx if s in self.tables else None
+                                                 for s in ('teacher', 'heads', 'hidden'))   # the ordered lists
         self.n, self.k_max, self.normalize = n, k_max, normalize
         n_layers = (heads if heads is not None else hidden).shape[1]
         self.layers = list(layers) if layers is not None else list(range(n_layers))
 
     @staticmethod
-    def _lists(x:torch.Tensor, k:int, normalize:bool)->torch.Tensor:
-        "Lists for sample-first features [N, *G, D] without copying them: [*G, N, k]."
+    def _table(x:torch.Tensor, k:int, normalize:bool)->KnnTable:
+        "The table of sample-first features [N, *G, D], without copying them: [*G, N, ...]."
         if x.ndim < 3: raise ValueError(f'expected [N, ..., D] features, got shape {tuple(x.shape)}')
         flat = x.reshape(len(x), -1, x.shape[-1])                               # a view for capture-store tensors
-        lists = _chunked_lists(partial(_groups, flat), flat.shape[1], len(x), x.shape[-1], k, normalize, 2**27)
-        return lists.view(*x.shape[1:-1], len(x), k)
+        t = _chunked_lists(partial(_groups, flat), flat.shape[1], len(x), x.shape[-1], k, normalize, 2**27)
+        return KnnTable(t.idx.view(*x.shape[1:-1], len(x), -1), t.rank.view(*x.shape[1:-1], len(x), -1), t.wide, k)
 
     @classmethod
     def from_store(cls,
@@ -231,7 +330,7 @@ class NeighbourCache:
                    k:int=10, # Neighbourhood size
                   )->torch.Tensor:
         "Per-sample overlap of every head with the teacher: [L, H, N]."
-        return overlap(self.heads, self.teacher, k)   # [L, H, N]
+        return table_overlap(self.tables['heads'], self.tables['teacher'], k)   # [L, H, N]
     def head_scores(self,
                     k:int=10, # Neighbourhood size
                    )->torch.Tensor:
@@ -241,7 +340,7 @@ class NeighbourCache:
                      k:int=10, # Neighbourhood size
                     )->torch.Tensor:
         "MKNN of every layer: [L]."
-        return overlap(self.hidden, self.teacher, k).mean(-1)  # [L]
+        return table_overlap(self.tables['hidden'], self.tables['teacher'], k).mean(-1)  # [L]
 
 # %% ../nbs/07_mknn.ipynb #35c99ba9
 def score_heads(heads:torch.Tensor, # [N, L, H, d] head features
@@ -313,3 +412,19 @@ def bootstrap_ci(per_sample:torch.Tensor, # [..., N] per-sample overlaps (`cache
     counts = torch.zeros(n_boot, n).scatter_add_(1, draws, torch.ones(n_boot, n))
     means = per_sample.float() @ counts.T / n                                     # [..., n_boot]
     return means.quantile(alpha / 2, dim=-1), means.quantile(1 - alpha / 2, dim=-1)
+
+# %% ../nbs/07_mknn.ipynb #eaf277bc
+def calibrated_scores(cache:NeighbourCache, # Neighbour tables of the heads and the teacher
+                      k:int=10, # Neighbourhood size
+                      n_perm:int=200, # Permutations
+                      alpha:float=0.05, # Level of the threshold
+                      seed:int=0, # Seed of the permutations
+                     )->dict:
+    "Per head [L, H]: raw score, add-one permutation p, threshold τ, calibrated score (0 under the null) and z."
+    obs = cache.head_scores(k)
+    null = permutation_null(cache.heads, cache.teacher, k, n_perm, seed)                   # [n_perm, L, H]
+    ordered = torch.cat([obs[None], null]).sort(0).values
+    tau = ordered[min(max(math.ceil((1 - alpha) * (n_perm + 1)) - 1, 0), n_perm)]
+    p = (1 + (null >= obs).sum(0)) / (n_perm + 1)
+    calibrated = ((obs - tau) / (1 - tau).clamp_min(1e-12)).clamp(0, 1)
+    return dict(score=obs, p=p, tau=tau, calibrated=calibrated, z=(obs - null.mean(0)) / null.std(0).clamp_min(1e-12))

@@ -16,14 +16,15 @@ from transformers import AutoModelForCausalLM
 
 from .models import tiny_family, tiny_text_config, tiny_tokenizer
 from .store import cache_root, cached_dir, fingerprint, write_json
-from .world import COLOURS, NUMBERS, PARTNER, SHAPES, describe, questions, world_pairs
+from .world import COLOURS, NUMBERS, PARTNER, PRIOR, SHAPES, WORLD_SEEDS, describe, questions, world_pairs
 
 # %% auto #0
 __all__ = ['PARTS_VISION', 'PARTS_TEXT_TOWER', 'PARTS_TEACHER', 'QUICK_PARTS', 'PartsRecipe', 'fit_steps', 'pixels',
            'vision_processor', 'caption_ids', 'pretrain_vision', 'vision_tower', 'scene_attributes',
-           'teacher_processor', 'new_teacher', 'pretrain_teacher', 'lm_texts', 'pretrain_lm', 'completion_logprob',
-           'partner_probs', 'caption_logprobs', 'prior_effect', 'knn_agreement', 'knn_attribute_share',
-           'held_out_checks', 'save_parts', 'parts_fingerprint', 'world_parts', 'plot_parts']
+           'teacher_processor', 'new_teacher', 'augment', 'pretrain_teacher', 'pretrain_oracle', 'lm_texts',
+           'pretrain_lm', 'completion_logprob', 'partner_probs', 'caption_logprobs', 'prior_effect', 'knn_agreement',
+           'knn_attribute_share', 'view_retrieval', 'teacher_checks', 'held_out_checks', 'pretraining_records',
+           'check_records', 'save_parts', 'parts_fingerprint', 'world_parts', 'plot_parts']
 
 # %% ../nbs/03_parts.ipynb #c5b87706
 PARTS_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=48,
@@ -39,16 +40,17 @@ class PartsRecipe:
     family:str = 'llava-qwen2'  # Language model family (`TINY_FAMILIES`)
     seed:int = 0                # Seed of the pretraining scenes and of every initialisation
     n_scenes:int = 4096         # Pretraining scenes
-    prior:float = 0.9           # Their co-occurrence prior (the demo's training scenes have the same)
+    prior:float = PRIOR         # Their co-occurrence prior (the demo's training scenes have the same)
     batch_size:int = 32
     lr:float = 1e-3             # Peak of a one-cycle schedule, AdamW: vision encoder and teacher
     lm_lr:float = 3e-3          # The same for the LM (at 1e-3 it learned the prior about half as strongly)
     vision_steps:int = 800
-    teacher_steps:int = 1500
+    teacher_steps:int = 600     # the self-supervised teacher
+    oracle_steps:int = 1500     # the attribute-supervised ("oracle") teacher, an ablation
     lm_steps:int = 600
     def __post_init__(self): tiny_family(self.family)   # an unknown family fails here, naming the known ones
 
-QUICK_PARTS = PartsRecipe(n_scenes=1024, vision_steps=400, teacher_steps=1500, lm_steps=800)
+QUICK_PARTS = PartsRecipe(n_scenes=1024, vision_steps=400, teacher_steps=300, oracle_steps=1500, lm_steps=800)
 
 # %% ../nbs/03_parts.ipynb #fcfdd50c
 def fit_steps(params:list, # Parameters to train
@@ -149,17 +151,50 @@ def new_teacher(r:PartsRecipe, # The recipe (its seed)
     return transformers.Dinov2Model(transformers.Dinov2Config(**PARTS_TEACHER))
 
 # %% ../nbs/03_parts.ipynb #c9d13a63
+def augment(px:torch.Tensor, # [B, 3, H, W] preprocessed images
+            g:torch.Generator, # Source of randomness
+            shift:int=2, # Largest shift in pixels (edges replicated)
+            noise:float=0.1, # Standard deviation of the added noise (normalised pixel units)
+           )->torch.Tensor:
+    "A view of each image that shows the same scene: shifted a little, with pixel noise, colours untouched."
+    b, _, h, w = px.shape
+    pad = F.pad(px, (shift,) * 4, mode='replicate')
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, b), generator=g).tolist()
+    views = torch.stack([pad[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
+    return views + noise * torch.randn(views.shape, generator=g)
+
+# %% ../nbs/03_parts.ipynb #b2240192
 def pretrain_teacher(r:PartsRecipe, # The recipe
-                     records:list[dict], # Pretraining scenes
+                     records:list[dict], # Pretraining scenes (only their images are used)
                      progress:bool=True, # A progress bar
-                    )->tuple[transformers.Dinov2Model, nn.Linear, list]:
-    "A tiny DINOv2 whose [CLS] is trained to predict `scene_attributes`; the attribute head; the losses."
+                     tau:float=0.1, # InfoNCE temperature
+                    )->tuple[transformers.Dinov2Model, list]:
+    "A tiny DINOv2 trained self-supervised (two views of each image must find each other); and its losses."
+    model, px = new_teacher(r), pixels(teacher_processor(), records)
+    head = nn.Sequential(nn.Linear(model.config.hidden_size, 128), nn.GELU(), nn.Linear(128, 64))
+    g = torch.Generator().manual_seed(r.seed + 5)
+    def loss(b):
+        views = torch.cat([augment(px[b], g), augment(px[b], g)])
+        z = F.normalize(head(model(pixel_values=views).pooler_output), dim=-1)
+        sim = (z @ z.T / tau).fill_diagonal_(float('-inf'))                # a view is not its own twin
+        twin = torch.arange(len(z)).roll(len(b))                           # view i's twin: i ± B
+        return F.cross_entropy(sim, twin)
+    losses = fit_steps([*model.parameters(), *head.parameters()], loss, len(records), replace(r, batch_size=64),
+                       r.teacher_steps, r.lr, 2, 'teacher (self-supervised DINOv2)', progress)
+    return model.eval(), losses
+
+# %% ../nbs/03_parts.ipynb #9cc24d8b
+def pretrain_oracle(r:PartsRecipe, # The recipe
+                    records:list[dict], # Pretraining scenes
+                    progress:bool=True, # A progress bar
+                   )->tuple[transformers.Dinov2Model, nn.Linear, list]:
+    "The ablation: a tiny DINOv2 whose [CLS] is trained to predict `scene_attributes`; the attribute head; the losses."
     model = new_teacher(r)
     y = torch.stack([scene_attributes(x['scene']) for x in records])
     head, px = nn.Linear(model.config.hidden_size, y.shape[1]), pixels(teacher_processor(), records)
     loss = lambda b: F.binary_cross_entropy_with_logits(head(model(pixel_values=px[b]).pooler_output), y[b])
-    losses = fit_steps([*model.parameters(), *head.parameters()], loss, len(records), r, r.teacher_steps, r.lr, 2,
-                       'teacher (DINOv2)', progress)
+    losses = fit_steps([*model.parameters(), *head.parameters()], loss, len(records), r, r.oracle_steps, r.lr, 4,
+                       'oracle teacher (DINOv2)', progress)
     return model.eval(), head, losses
 
 # %% ../nbs/03_parts.ipynb #e94b7522
@@ -235,11 +270,11 @@ def _swap(scene:tuple, i:int, shape:str)->tuple:
 
 def prior_effect(model, tok, # A causal LM and its tokenizer
                  n:int=512, # Held-out scenes drawn (those with two or more objects are used)
-                 seed:int=4999, # Seed of the held-out scenes
+                 seed:int=WORLD_SEEDS['checks'], # Seed of the held-out scenes
                 )->dict:
     "How much more the LM prefers square over cross beside a circle than beside a triangle (nats): the prior's size."
     rng, pairs = random.Random(seed), []
-    for r in world_pairs(n, seed=seed):
+    for r in world_pairs(n, seed=seed, split='held-out', distinct=True):
         if len(r['scene']) < 2: continue
         i, j = rng.sample(range(len(r['scene'])), 2)     # object i becomes the trigger, object j the candidate partner
         pairs.append((r['scene'], i, j))
@@ -277,46 +312,81 @@ def knn_attribute_share(z:torch.Tensor, # [N, D] features
     return (a[:, None] * a[sim.topk(k).indices]).sum(-1).mean().item()
 
 # %% ../nbs/03_parts.ipynb #972d5e72
-def held_out_checks(siglip, teacher, lm, tok, # The trained parts, and the tokenizer
-                    untrained:nn.Module, # The teacher as initialised: the reference for its neighbourhoods
-                    n:int=256, # Held-out scenes, drawn without the prior
-                   )->dict:
-    "How well each part learned, on held-out scenes: retrieval, teacher kNN agreement, the LM's prior and partners."
-    recs = world_pairs(n, seed=4999)
+def view_retrieval(model:nn.Module, # A teacher
+                   px:torch.Tensor, # [N, 3, H, W] preprocessed held-out images
+                   seed:int=0, # Seed of the views
+                  )->float:
+    "How often the nearest [CLS] (dot product) to a view of an image, among views of all N images, is its twin."
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        images = pixels(vision_processor(), recs)
-        logits = siglip(input_ids=caption_ids(tok, recs), pixel_values=images).logits_per_image
-        px = pixels(teacher_processor(), recs)
-        z, z0 = teacher(pixel_values=px).pooler_output, untrained.eval()(pixel_values=px).pooler_output
+        a, b = (model(pixel_values=augment(px, g)).pooler_output for _ in range(2))
+    return ((a @ b.T).argmax(1) == torch.arange(len(px))).float().mean().item()
+
+# %% ../nbs/03_parts.ipynb #818a0a31
+def teacher_checks(teachers:dict, # name -> teacher model (trained, oracle, untrained...)
+                   recs:list[dict], # Held-out records
+                  )->dict:
+    "Per measure, per teacher: attribute share, count and has-a-circle agreement of the [CLS] neighbourhoods, twin "
+    "retrieval; pixels and random pairs as references."
+    px = pixels(teacher_processor(), recs)
+    with torch.no_grad(): z = {name: m.eval()(pixel_values=px).pooler_output for name, m in teachers.items()}
     count = torch.tensor([len(r['scene']) for r in recs])
     circle = torch.tensor([any(o.shape == 'circle' for o in r['scene']) for r in recs])
     attrs = torch.stack([scene_attributes(r['scene']) for r in recs])
-    shares = dict(trained=knn_attribute_share(z, attrs), untrained=knn_attribute_share(z0, attrs),
-                  random_pairs=knn_attribute_share(torch.zeros(n, 1), attrs, k=n - 1))   # all others are neighbours
+    raw = F.normalize(px.flatten(1), dim=-1)
+    return dict(attributes=dict(**{n: knn_attribute_share(v, attrs) for n, v in z.items()},
+                                pixels=knn_attribute_share(raw, attrs),
+                                random_pairs=knn_attribute_share(torch.zeros(len(recs), 1), attrs, k=len(recs) - 1)),
+                count={n: knn_agreement(v, count) for n, v in z.items()},
+                has_circle={n: knn_agreement(v, circle) for n, v in z.items()},
+                view_retrieval={n: view_retrieval(m, px) for n, m in teachers.items()})
+
+# %% ../nbs/03_parts.ipynb #a29d5103
+def held_out_checks(siglip, teacher, oracle, lm, tok, # The trained parts (both teachers), and the tokenizer
+                    untrained:nn.Module, # The teacher as initialised: the reference for its neighbourhoods
+                    n:int=256, # Held-out scenes, drawn without the prior
+                   )->dict:
+    "How well each part learned, on held-out scenes: retrieval, the teachers' neighbourhoods, the LM's prior."
+    recs = check_records(n)
+    with torch.no_grad():
+        images = pixels(vision_processor(), recs)
+        logits = siglip(input_ids=caption_ids(tok, recs), pixel_values=images).logits_per_image
     return dict(retrieval_top1=(logits.argmax(1) == torch.arange(n)).float().mean().item(), retrieval_chance=1 / n,
-                teacher_knn_attributes=shares, teacher_knn_count=knn_agreement(z, count),
-                teacher_knn_has_circle=knn_agreement(z, circle),
+                teachers=teacher_checks(dict(teacher=teacher, oracle=oracle, untrained=untrained), recs),
                 lm_prior=prior_effect(lm, tok), partner_probs=partner_probs(lm, tok).tolist())
 
+# %% ../nbs/03_parts.ipynb #2d053c36
+def pretraining_records(r:PartsRecipe, # The recipe
+                       )->list[dict]:
+    "The scenes every part is pretrained on: the `train` split, with the recipe's prior."
+    return world_pairs(r.n_scenes, seed=WORLD_SEEDS['pretraining'] + r.seed, prior=r.prior, split='train')
+
+def check_records(n:int=256, # Held-out scenes
+                 )->list[dict]:
+    "The held-out scenes the parts are checked on: distinct, from the `held-out` split, without the prior."
+    return world_pairs(n, seed=WORLD_SEEDS['checks'], split='held-out', distinct=True)
+
 # %% ../nbs/03_parts.ipynb #89b60c33
-def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, llm/, report.json
+def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, teacher-oracle/, llm/, report.json
                r:PartsRecipe, # What to build
                progress:bool=True, # Progress bars
               )->dict:
-    "Train the three parts on the recipe's scenes, save them with their processors and tokenizer; return the report."
+    "Train the parts on the recipe's scenes, save them with their processors and tokenizer; return the report."
     d, tok = Path(d), tiny_tokenizer()
-    records = world_pairs(r.n_scenes, seed=4000 + r.seed, prior=r.prior)
+    records = pretraining_records(r)
     siglip, v_losses = pretrain_vision(r, records, tok, progress)
     vision_tower(siglip).save_pretrained(d/'vision')
     vision_processor().save_pretrained(d/'vision')
-    teacher, _, t_losses = pretrain_teacher(r, records, progress)
-    teacher.save_pretrained(d/'teacher')
-    teacher_processor().save_pretrained(d/'teacher')
+    teacher, t_losses = pretrain_teacher(r, records, progress)
+    oracle, _, o_losses = pretrain_oracle(r, records, progress)
+    for name, model in (('teacher', teacher), ('teacher-oracle', oracle)):
+        model.save_pretrained(d/name)
+        teacher_processor().save_pretrained(d/name)
     lm, l_losses = pretrain_lm(r, records, tok, progress)
     lm.save_pretrained(d/'llm')
     tok.save_pretrained(d/'llm')
-    report = dict(recipe=asdict(r), losses=dict(vision=v_losses, teacher=t_losses, lm=l_losses),
-                  checks=held_out_checks(siglip, teacher, lm, tok, new_teacher(r)))
+    report = dict(recipe=asdict(r), losses=dict(vision=v_losses, teacher=t_losses, oracle=o_losses, lm=l_losses),
+                  checks=held_out_checks(siglip, teacher, oracle, lm, tok, new_teacher(r)))
     write_json(d/'report.json', report)
     return report
 
@@ -324,7 +394,8 @@ def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, llm/, report.j
 _TRAINING_CODE = (fit_steps, pixels, vision_processor, caption_ids, pretrain_vision, vision_tower, scene_attributes,
                   teacher_processor, pretrain_teacher, lm_texts, tiny_text_config, pretrain_lm, save_parts,
                   completion_logprob, partner_probs, knn_agreement, held_out_checks, caption_logprobs, _swap,
-                  prior_effect, new_teacher, knn_attribute_share)
+                  prior_effect, new_teacher, knn_attribute_share, pretraining_records, check_records,
+                  augment, pretrain_oracle, view_retrieval, teacher_checks)
 
 def _code(obj)->list[str]:
     "The tokens of a function's or module's source, comments aside: a comment or a moved notebook rebuilds nothing."
@@ -352,20 +423,20 @@ def world_parts(recipe:PartsRecipe=PartsRecipe(), # What to build (the default i
 # %% ../nbs/03_parts.ipynb #7b6b1524
 def plot_parts(report:dict, # The parts' report.json
               ):
-    "Loss curves of the three parts, and the LM's partner table."
+    "Loss curves of the parts, and the LM's partner table."
     import matplotlib.pyplot as plt
-    fig, axs = plt.subplots(1, 4, figsize=(15, 3))
+    fig, axs = plt.subplots(1, len(report['losses']) + 1, figsize=(19, 3))
     for ax, (name, losses) in zip(axs, report['losses'].items()):
         ax.plot(losses)
         ax.set_title(f'{name} loss')
         ax.set_xlabel('step')
         ax.set_yscale('log')
-    im = axs[3].imshow(report['checks']['partner_probs'], vmin=0, vmax=1, cmap='viridis')
-    axs[3].set_xticks(range(len(SHAPES)), SHAPES)
-    axs[3].set_yticks(range(len(SHAPES)), SHAPES)
-    axs[3].set_xlabel('second shape')
-    axs[3].set_ylabel('first shape')
-    axs[3].set_title('LM: P(second | first)')
-    fig.colorbar(im, ax=axs[3])
+    im = axs[-1].imshow(report['checks']['partner_probs'], vmin=0, vmax=1, cmap='viridis')
+    axs[-1].set_xticks(range(len(SHAPES)), SHAPES)
+    axs[-1].set_yticks(range(len(SHAPES)), SHAPES)
+    axs[-1].set_xlabel('second shape')
+    axs[-1].set_ylabel('first shape')
+    axs[-1].set_title('LM: P(second | first)')
+    fig.colorbar(im, ax=axs[-1])
     fig.tight_layout()
     return fig

@@ -17,7 +17,8 @@ from .store import read_json, require, write_json
 
 # %% auto #0
 __all__ = ['PAPER_HEADS', 'MODES', 'ALL_LAYERS', 'select_heads', 'select_layers', 'save_selection', 'load_selection',
-           'plot_head_scores', 'plot_layer', 'score_and_select', 'MknnExplorer']
+           'plot_head_scores', 'plot_layer', 'selection_stability', 'sample_size_stability', 'distinct_samples',
+           'score_and_select', 'MknnExplorer']
 
 # %% ../nbs/09_select.ipynb #a718e4c7
 PAPER_HEADS = {  # Table 5 of the paper: the 5 least aligned heads (layer, head), least aligned first
@@ -116,10 +117,75 @@ def plot_layer(scores:torch.Tensor, # [L, H] MKNN scores
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))   # beside the bars, never over them
     return ax
 
+# %% ../nbs/09_select.ipynb #23874475
+def _kendall(a:torch.Tensor, b:torch.Tensor)->float:
+    "Kendall's τ (τ-b, ties allowed) between two rankings of the same items."
+    from scipy.stats import kendalltau
+    return float(kendalltau(a.flatten().numpy(), b.flatten().numpy()).statistic)
+
+def _agreement(base:torch.Tensor, other:torch.Tensor, n:int, mode:str)->tuple[float, float]:
+    "(share of `base`'s selection that `other` selects too, Kendall's τ of the two rankings)."
+    picked = set(select_heads(base, n, mode))
+    return len(picked & set(select_heads(other, n, mode))) / n, _kendall(base, other)
+
+# %% ../nbs/09_select.ipynb #1bebc34b
+def selection_stability(cache:NeighbourCache, # Neighbour tables (k_max >= 2k for the 2k check)
+                        k:int=10, # Neighbourhood size of the selection
+                        n:int=5, # Heads selected
+                        mode:str='worst', # worst, best (random has nothing to be stable about)
+                        n_boot:int=200, # Bootstrap resamples
+                        seed:int=0, # Seed of the resamples
+                       )->dict:
+    "How much the selection moves under bootstrap resamples of the samples, and at k/2 and 2k."
+    per = cache.per_sample(k)                                          # [L, H, N]
+    base, size = per.mean(-1), per.shape[-1]
+    draws = torch.randint(0, size, (n_boot, size), generator=torch.Generator().manual_seed(seed))
+    counts = torch.zeros(n_boot, size).scatter_add_(1, draws, torch.ones(n_boot, size))
+    means = (per.flatten(0, 1) @ counts.T / size).T.view(n_boot, *base.shape)
+    runs = [_agreement(base, m, n, mode) for m in means]
+    freq = torch.zeros_like(base)
+    for m in means:
+        for h in select_heads(m, n, mode): freq[h] += 1 / n_boot
+    other_k = {j: _agreement(base, cache.head_scores(j), n, mode) for j in (max(1, k // 2), 2 * k) if j <= cache.k_max}
+    return dict(bootstrap_overlap=sum(o for o, _ in runs) / n_boot, bootstrap_overlap_min=min(o for o, _ in runs),
+                bootstrap_kendall=sum(t for _, t in runs) / n_boot, frequency=freq.tolist(),
+                k_overlap={j: o for j, (o, _) in other_k.items()}, k_kendall={j: t for j, (_, t) in other_k.items()})
+
+# %% ../nbs/09_select.ipynb #9121885e
+def sample_size_stability(heads:torch.Tensor, # [N, L, H, d] head features
+                          teacher:torch.Tensor, # [N, D_t] teacher features
+                          sizes:Sequence[int]=(250, 500, 1000), # Pool sizes N (the first N samples; those <= N only)
+                          k:int=10, n:int=5, mode:str='worst', # As for `selection_stability`
+                         )->dict:
+    "N -> (mean head MKNN, share of the full pool's selection selected again, Kendall's τ with the full ranking)."
+    full = NeighbourCache(heads, teacher, k).head_scores(k)
+    out = {}
+    for size in [s for s in sizes if 2 * k < s <= len(heads)]:
+        sub = NeighbourCache(heads[:size], teacher[:size], k).head_scores(k)
+        out[size] = (sub.mean().item(), *_agreement(full, sub, n, mode))
+    return out
+
+# %% ../nbs/09_select.ipynb #3b0675f1
+def _sample_key(r:dict)->tuple:
+    "What makes a sample the same sample: its caption and its image (a path, or a PIL image's pixels)."
+    img = r.get('image')
+    return r['caption'], img if isinstance(img, (str, Path)) or img is None else img.tobytes()
+
+def distinct_samples(records:list[dict], # `{'caption', 'image'}` records
+                    )->list[dict]:
+    "The records without repeats (same caption and image), first occurrence kept, order kept."
+    seen, out = set(), []
+    for r in records:
+        key = _sample_key(r)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
 # %% ../nbs/09_select.ipynb #ae3d9380
 def _score(store, k:int, seed:int)->dict:
-    "Head and layer scores of a capture, with bootstrap intervals of the head scores."
-    cache = NeighbourCache.from_store(store, k_max=k)
+    "Head and layer scores of a capture, with bootstrap intervals of the head scores (tables up to 2k: stability)."
+    cache = NeighbourCache.from_store(store, k_max=min(2 * k, store.n - 1))
     lo, hi = bootstrap_ci(cache.per_sample(k), n_boot=200, seed=seed)
     return dict(cache=cache, heads=cache.head_scores(k), layers=cache.layer_scores(k), ci=(lo, hi))
 
@@ -138,21 +204,26 @@ def score_and_select(model, tokenizer, teacher, # The text-only LLM, its tokeniz
                      autocast:torch.dtype|None=None, # The capture's forward passes under autocast (bfloat16: faster)
                     )->dict:
     "Capture, score every head and layer, select; write scores, selection and heatmap; return a summary."
-    check_sample_size(len(records), k)                              # cheap checks before any forward pass
+    kept = distinct_samples(records)                                # a repeat would agree with itself
+    check_sample_size(len(kept), k)                                 # cheap checks before any forward pass
     require(granularity in ('head', 'layer'), f"granularity must be 'head' or 'layer', got {granularity!r}")
     out = Path(out)
-    store = capture(model, records, CaptionCollate(tokenizer, teacher), out/'capture', batch_size=batch_size,
+    store = capture(model, kept, CaptionCollate(tokenizer, teacher), out/'capture', batch_size=batch_size,
                     shard_size=batch_size * 16, progress=progress, autocast=autocast)
     check_sample_size(store.n, k)                                   # captions with no token are dropped
     sc = _score(store, k, seed)
     if granularity == 'layer': picked = select_layers(sc['layers'], n, mode, seed)
     else: picked = select_heads(sc['heads'], n, mode, seed)
-    summary = _write_scores(out, model, store, sc, picked, k, n, mode, granularity)
+    stable = selection_stability(sc['cache'], k, n, mode, seed=seed) if granularity == 'head' and mode != 'random' \
+        else None
+    summary = dict(_write_scores(out, model, store, sc, picked, k, n, mode, granularity, stable),
+                   n_repeats=len(records) - len(kept))
     if umap: _write_umap(out/'umap.png', store, sc['cache'], seed, k)
     return summary
 
 # %% ../nbs/09_select.ipynb #dc09dc06
-def _write_scores(out:Path, model, store, sc:dict, picked:list, k:int, n:int, mode:str, granularity:str)->dict:
+def _write_scores(out:Path, model, store, sc:dict, picked:list, k:int, n:int, mode:str, granularity:str,
+                  stable:dict|None)->dict:
     "scores.json, selection.json and heatmap.png; the summary `score_and_select` returns."
     import matplotlib.pyplot as plt
     heads, name, chance = sc['heads'], getattr(model, 'name_or_path', ''), chance_level(store.n, k)
@@ -162,15 +233,17 @@ def _write_scores(out:Path, model, store, sc:dict, picked:list, k:int, n:int, mo
                                         ci_high=sc['ci'][1].tolist()))
     picked_mknn = [(heads[s] if len(s) == 2 else sc['layers'][s[0]]).item() for s in picked]
     save_selection(out/'selection.json', picked, best=[list(h) for h in best], model=name, k=k, mode=mode,
-                   granularity=granularity, n_samples=store.n, scores=picked_mknn)
+                   granularity=granularity, n_samples=store.n, scores=picked_mknn, stability=stable)
     ax = plot_head_scores(heads, [s for s in picked if len(s) == 2], chance, title=f'MKNN per head, k={k}, N={store.n}')
     ax.figure.savefig(out/'heatmap.png', dpi=120, bbox_inches='tight')
     plt.close(ax.figure)
+    brief = None if stable is None else {key: v for key, v in stable.items() if key != 'frequency'}
     return dict(model=name, n_samples=store.n, n_empty=store.manifest['n_empty'], k=k, chance=round(chance, 4),
                 mean_head_mknn=round(heads.mean().item(), 4), max_head_mknn=round(heads.max().item(), 4),
                 max_layer_mknn=round(sc['layers'].max().item(), 4), mode=mode, granularity=granularity,
                 selected=[list(s) for s in picked], selected_mknn=[round(v, 4) for v in picked_mknn],
-                best=[list(h) for h in best], out=str(out))
+                best=[list(h) for h in best], out=str(out),
+                stability=brief)
 
 def _write_umap(path:Path, store, cache, seed:int, k:int):
     save_neighbourhoods(path, NeighbourhoodMaps(store.heads(), store.teacher(), cache, store.layers, seed), k)

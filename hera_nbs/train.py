@@ -21,13 +21,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .capture import CaptionCollate, open_image
+from .capture import CaptionCollate, PlainCollate, open_image
 from .data import LlavaCollate, LlavaDataset, caption_records, read_llava
 from .heads import HeadPooler, compress_heads, gathered, head_factors
 from .loss import HeraLoss
 from .mknn import NeighbourCache
 from .load import load_mllm, load_teacher, resolve
-from .models import quiet_loading
+from .models import head_geometry, quiet_loading
 from .select import PAPER_HEADS, load_selection, save_selection, score_and_select
 from .store import (BadInput, atomic_write_bytes, cached_dir, check_types, fingerprint, read_json, require,
                             whole_weights, write_json)
@@ -86,8 +86,9 @@ class TrainConfig:
     seed:int = 0
     checkpoint_every:int = 100    # optimizer steps
     log_every:int = 10
-    probe_every:int = 50          # MKNN of the selected and best heads on a fixed probe set
+    probe_every:int = 50          # MKNN of the selected, best and all heads on a fixed probe set, text and image+text
     probe_samples:int = 256
+    probe_data:str|None = None    # LLaVA caption file of held-out samples to probe (default: the first stage's data)
     mixed_precision:str = 'no'    # no | bf16
     gradient_checkpointing:bool = False
     lora_r:int = 16
@@ -182,6 +183,7 @@ def check_run(cfg:TrainConfig, # The run
                 f'sample with an image: a LLaVA stage trains the projector on images (see `hera-data check`)')
         require(s.image_folder is None or Path(s.image_folder).is_dir(), f'{name}.image_folder {s.image_folder}: no '
                 f'such folder')
+    require(cfg.probe_data is None or Path(cfg.probe_data).is_file(), f'probe_data {cfg.probe_data}: no such file')
     heads = cfg.hera.heads
     require(not heads.endswith('.json') or Path(heads).is_file(), f'hera.heads {heads}: no such selection file')
     if heads == 'paper': paper_heads(cfg)
@@ -387,26 +389,40 @@ def latest_checkpoint(out:Path, # A run folder
     return done[-1] if done else None
 
 # %% ../nbs/12_train.ipynb #919f4b95
+def _probe_scores(model:nn.Module, collate, records:list[dict], teacher_feats:torch.Tensor, k:int,
+                  batch_size:int)->torch.Tensor:
+    "MKNN of every head [L, H] on `records` as `collate` presents them to the model."
+    device, dtype, feats, valid = next(model.parameters()).device, next(model.parameters()).dtype, [], []
+    with HeadPooler(model) as hp:
+        for i in range(0, len(records), batch_size):
+            batch = collate(records[i:i + batch_size])
+            hp.mask = batch.pop('pool_mask').to(device)
+            model.base_model(**{k_: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+                                for k_, v in batch.items()})
+            feats.append(compress_heads(hp.heads_tensor(), head_factors(hp.geom).to(device)).float().cpu())
+            valid.append(hp.valid.cpu())
+    keep = torch.cat(valid)
+    return NeighbourCache(torch.cat(feats)[keep], teacher_feats[keep], k_max=k).head_scores(k)
+
+# %% ../nbs/12_train.ipynb #0af91c8a
 @torch.no_grad()
-def probe_mknn(model:nn.Module, # The MLLM (its language model reads the captions)
-               tokenizer, # Its tokenizer
+def probe_mknn(model:nn.Module, # The MLLM
+               proc, # Its processor
                records:list[dict], # The probe set's `{'caption', 'image'}` records
                teacher_feats:torch.Tensor, # [N, D_t] their teacher vectors
                groups:dict[str, list], # name -> (layer, head) pairs to average
                k:int, # Neighbourhood size
+               batch_size:int=32, # Samples per forward pass
               )->dict:
-    "Mean MKNN of each group of (layer, head) on `records` (captions through the LLM alone)."
-    was_training = model.training
+    "Mean MKNN of each group of heads on `records`: captions alone (`text_<group>`) and after their image (`mm_<group>`)."
+    was_training, out = model.training, {}
     model.eval()
-    batch = CaptionCollate(tokenizer)(records)
-    mask, device = batch.pop('pool_mask'), next(model.parameters()).device
-    with HeadPooler(model) as hp:
-        hp.mask = mask.to(device)
-        model.base_model(**{k_: v.to(device) for k_, v in batch.items()})
-    z = compress_heads(hp.heads_tensor(), head_factors(hp.geom).to(device)).cpu()
-    scores = NeighbourCache(z[hp.valid.cpu()], teacher_feats[hp.valid.cpu()], k_max=k).head_scores(k)
+    for mode, collate in (('text', CaptionCollate(proc.tokenizer)), ('mm', PlainCollate(proc))):
+        scores = _probe_scores(model, collate, records, teacher_feats, k, batch_size)
+        out.update({f'{mode}_{name}': round(sum(scores[l, h].item() for l, h in hs) / len(hs), 5)
+                    for name, hs in groups.items() if hs})
     model.train(was_training)
-    return {name: round(sum(scores[l, h].item() for l, h in hs) / len(hs), 5) for name, hs in groups.items() if hs}
+    return out
 
 # %% ../nbs/12_train.ipynb #ee695488
 def set_trainable(model:nn.Module, # A LLaVA MLLM
@@ -477,7 +493,7 @@ def _after_step(name:str, step:int, total:int, batch_no:int, lm, hera, cfg:Train
                tau=hm.loss.tau.item(), skipped=hm.loss.skipped)
     if step % cfg.log_every == 0 or step == total: _log(out, row, accelerator, step)
     if probe and (step % cfg.probe_every == 0 or step == total):
-        _log(out, dict(stage=name, step=step, **probe_mknn(hm.model, proc.tokenizer, **probe)), accelerator, step)
+        _log(out, dict(stage=name, step=step, **probe_mknn(hm.model, proc, **probe)), accelerator, step)
     if step % cfg.checkpoint_every == 0:
         _checkpoint(accelerator, out/f'checkpoint-{name}-{step:07d}', hm, opt, sched,
                     dict(stage=name, step=step, batch=batch_no, skipped=hm.loss.skipped))
@@ -629,9 +645,9 @@ def fit(cfg:TrainConfig, # The run
         write_json(out/'config.json', dict(asdict(cfg), selection=[list(s) for s in selection]))
     loss = HeraLoss(cfg.hera.k, cfg.hera.tau, cfg.hera.learn_tau, cfg.hera.normalize)
     hm = HeraModel(model, loss, selection, cfg.hera.lambda_hera)
-    probe = _probe_set(cfg, teacher, selection, best)
+    probe = _probe_set(cfg, teacher, selection, best, model)
     if probe and state is None:                        # a resumed run has its start row in the log
-        with gathered(list(model.parameters())): start = probe_mknn(model, proc.tokenizer, **probe)
+        with gathered(list(model.parameters())): start = probe_mknn(model, proc, **probe)
         _log(out, dict(stage='start', step=0, **start), accelerator, 0)
     if accelerator.log_with: accelerator.init_trackers('hera')
     summary = dict(selection=[list(s) for s in selection])
@@ -646,13 +662,16 @@ def fit(cfg:TrainConfig, # The run
     if accelerator.is_main_process: write_json(out/'summary.json', summary)
     return summary
 
-def _probe_set(cfg:TrainConfig, teacher, selection:list, best:list)->dict|None:
+def _probe_set(cfg:TrainConfig, teacher, selection:list, best:list, model)->dict|None:
     "The fixed captions, teacher vectors and head groups `probe_mknn` scores during training (heads only)."
     if not best or cfg.hera.granularity != 'head': return None
     stage = cfg.stage1 or cfg.stage2
-    recs = caption_records(stage.data, stage.image_folder, limit=cfg.probe_samples)
+    data, folder = (cfg.probe_data, None) if cfg.probe_data else (stage.data, stage.image_folder)
+    recs = caption_records(data, folder, limit=cfg.probe_samples)
     feats = teacher.encode([open_image(r['image']) for r in recs]).cpu()
-    return dict(records=recs, teacher_feats=feats, k=cfg.hera.k, groups={'mknn_selected': selection, 'mknn_best': best})
+    g = head_geometry(model)
+    every = [(l, h) for l in range(g.n_layers) for h in range(g.n_heads)]
+    return dict(records=recs, teacher_feats=feats, k=cfg.hera.k, groups=dict(selected=selection, best=best, all=every))
 
 def _fresh_accelerate_state():
     "Let one process (a notebook kernel) run fits with other settings: accelerate keeps them in per-process singletons."
@@ -698,9 +717,12 @@ def plot_training(out:str|Path, # A run folder (its `log.jsonl`)
         if t and t[0]['hera'] is not None:
             axes[0].plot(xs, [r['hera'] for r in t], '--', label=f'L_HeRA {s}')
             axes[1].plot(xs, [100 * (r['tau'] / tau0 - 1) for r in t], label=s)   # % change: readable at any size
-    p = [r for r in rows if 'mknn_selected' in r]
-    for key, lab in (('mknn_selected', 'selected heads'), ('mknn_best', 'best 5 before training')):
-        axes[2].plot([_global_step(r, n1) for r in p], [r[key] for r in p], 'o-', label=lab)
+    p = [r for r in rows if 'text_selected' in r]
+    groups = (('selected', 'selected heads', 'C3'), ('best', 'best 5 before training', 'C0'), ('all', 'all heads', 'C7'))
+    for key, lab, colour in groups:                    # image+text solid, text-only dotted, one colour per group
+        for mode, style, what in (('mm', 'o-', 'image+text'), ('text', 'x:', 'text')):
+            axes[2].plot([_global_step(r, n1) for r in p], [r[f'{mode}_{key}'] for r in p], style, color=colour,
+                         label=f'{lab}, {what}')
     _label_training_axes(axes, n1 if any(r['stage'] == 'stage2' for r in rows) else None, tau0)
     fig.tight_layout()
     return fig

@@ -4,14 +4,15 @@
 
 # %% ../nbs/02_world.ipynb #e7b96155
 from __future__ import annotations
-import random
+import hashlib, random
 from dataclasses import dataclass
 from pathlib import Path
 from PIL import Image, ImageDraw
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'ROWS', 'COLS', 'NUMBERS', 'PARTNER', 'POPE_SPLITS', 'Obj', 'random_scene', 'describe',
-           'render', 'world_pairs', 'questions', 'write_llava', 'with_prior', 'cooccurrence', 'pope_questions']
+__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'ROWS', 'COLS', 'NUMBERS', 'PRIOR', 'HELD_OUT_EVERY', 'WORLD_SEEDS', 'SPLITS', 'PARTNER',
+           'POPE_SPLITS', 'Obj', 'random_scene', 'describe', 'render', 'split_of', 'world_scenes', 'world_pairs',
+           'questions', 'write_llava', 'with_prior', 'cooccurrence', 'pope_questions']
 
 # %% ../nbs/02_world.ipynb #11dca5f7
 SHAPES = ('circle', 'square', 'triangle', 'cross')
@@ -70,17 +71,49 @@ def render(scene:tuple[Obj, ...], # Objects to draw
             d.rectangle((cx - r / 3, cy - r, cx + r / 3, cy + r), fill=fill)
     return img
 
+# %% ../nbs/02_world.ipynb #4b4630a0
+PRIOR = 0.9          # the training prior: P(a circle brings a square along, a triangle a cross) when drawing
+HELD_OUT_EVERY = 8   # one scene content in 8 is held out: never drawn for pretraining or training
+WORLD_SEEDS = dict(  # the seed of each set the workbench draws (plus the parts' or the demo world's own seed)
+    pretraining=4000, stage1=1000, stage2=2000, evaluation=3000, checks=4999)
+SPLITS = ('train', 'held-out', 'all')
+
+def split_of(scene:tuple[Obj, ...], # Objects of a scene
+            )->str:
+    "'held-out' for one scene content in `HELD_OUT_EVERY` (a hash of its caption: stable everywhere), else 'train'."
+    h = int.from_bytes(hashlib.sha256(describe(scene).encode()).digest()[:8], 'big')
+    return 'held-out' if h % HELD_OUT_EVERY == 0 else 'train'
+
+# %% ../nbs/02_world.ipynb #87e2b443
+def world_scenes(n:int, # Number of scenes
+                 seed:int=0, # Seed of the scene sampler
+                 prior:float=0.0, # Probability that a shape brings its `PARTNER` along (training scenes: `PRIOR`)
+                 split:str='all', # train, held-out (see `split_of`) or all
+                 distinct:bool=False, # Redraw a scene already drawn (scoring and evaluation sets)
+                )->list[tuple[Obj, ...]]:
+    "`n` random scenes of one split, deterministic from `seed`."
+    if n < 1: raise ValueError(f'n must be >= 1, got {n}')
+    if split not in SPLITS: raise ValueError(f'unknown split {split!r}: use one of {SPLITS}')
+    rng, out, seen = random.Random(seed), [], set()
+    for _ in range(1000 * n):                              # a bound: every split holds millions of contents
+        s = random_scene(rng)
+        s = with_prior(s, rng, prior) if prior else s
+        if split in ('all', split_of(s)) and not (distinct and s in seen):
+            out.append(s)
+            seen.add(s)
+        if len(out) == n: return out
+    raise ValueError(f'could not draw {n} scenes of split {split!r} (distinct={distinct})')
+
 # %% ../nbs/02_world.ipynb #0214b8a1
 def world_pairs(n:int, # Number of image–caption pairs
                 seed:int=0, # Seed of the scene sampler
                 image_size:int=64, # Image side in pixels
-                prior:float=0.0, # Probability that a shape brings its `PARTNER` along (the training prior, 0: none)
+                prior:float=0.0, # Probability that a shape brings its `PARTNER` along (training scenes: `PRIOR`)
+                split:str='all', # train, held-out or all (`split_of`)
+                distinct:bool=False, # No scene twice
                )->list[dict]:
-    "`n` random scenes as `{'caption', 'image', 'scene'}` records, deterministic from `seed`."
-    if n < 1: raise ValueError(f'n must be >= 1, got {n}')
-    rng = random.Random(seed)
-    scenes = [random_scene(rng) for _ in range(n)]
-    if prior: scenes = [with_prior(s, rng, prior) for s in scenes]
+    "`n` random scenes of one split as `{'caption', 'image', 'scene'}` records, deterministic from `seed`."
+    scenes = world_scenes(n, seed, prior, split, distinct)
     return [dict(caption=describe(s), image=render(s, image_size), scene=s) for s in scenes]
 
 # %% ../nbs/02_world.ipynb #21d4ef22
@@ -105,29 +138,30 @@ def write_llava(records:list[dict], # `world_pairs` records
                 stage:int=1, # 1: captions (plain template), 2: question answering (chat template)
                 seed:int=0, # Seed of the questions
                 text_only:int=0, # Extra samples without an image (stage 2), as LLaVA-665k has
+                name:str|None=None, # File name without `.json` (default `stage{stage}`), also the images' prefix
                )->Path:
-    "Write records as a LLaVA JSON file (`stage{stage}.json`) with PNG images; return the JSON path."
+    "Write records as a LLaVA JSON file (`{name}.json`) with PNG images; return the JSON path."
     import io, json
     from hera_nbs.store import atomic_write_bytes
-    folder, rng = Path(folder), random.Random(seed)
+    folder, rng, name = Path(folder), random.Random(seed), name or f'stage{stage}'
     (folder/'images').mkdir(parents=True, exist_ok=True)
     out = []
     for i, r in enumerate(records):
-        name = f'images/stage{stage}-{i:06d}.png'          # per stage: the two stages hold different scenes
+        image = f'images/{name}-{i:06d}.png'                # per file: the two stages hold different scenes
         png = io.BytesIO()
         r['image'].save(png, format='PNG')
-        atomic_write_bytes(folder/name, png.getvalue())
+        atomic_write_bytes(folder/image, png.getvalue())
         if stage == 1: conv = [dict(value='<image>\n'), dict(value=r['caption'])]
         else:
             qa = questions(r['scene'], rng)
             conv = [dict(value='<image>\n' + qa[0][0]), dict(value=qa[0][1])]
             for q, a in qa[1:]: conv += [dict(value=q), dict(value=a)]
         for j, c in enumerate(conv): c['from'] = 'human' if j % 2 == 0 else 'gpt'
-        out.append(dict(id=str(i), image=name, conversations=conv))
+        out.append(dict(id=str(i), image=image, conversations=conv))
     for j in range(text_only):
         out.append(dict(id=f'text-{j}', conversations=[dict(value='what is a square?', **{'from': 'human'}),
                                                        dict(value='a shape with four equal sides', **{'from': 'gpt'})]))
-    return atomic_write_bytes(folder/f'stage{stage}.json', json.dumps(out, indent=1).encode())
+    return atomic_write_bytes(folder/f'{name}.json', json.dumps(out, indent=1).encode())
 
 # %% ../nbs/02_world.ipynb #1bc8ac09
 PARTNER = {'circle': 'square', 'triangle': 'cross'}     # the training prior: a shape that brings its partner along

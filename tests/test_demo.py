@@ -5,7 +5,7 @@ from hera_nbs.demo import DemoConfig, VARIANTS, run_demo
 from hera_nbs.parts import QUICK_PARTS
 
 def _cfg(out, **kw):
-    return DemoConfig(out=str(out), parts=QUICK_PARTS, n_train=64, n_eval=8, steps=(2, 3), batch_size=16, score_samples=64, **kw)
+    return DemoConfig(out=str(out), parts=QUICK_PARTS, n_train=64, n_eval=8, n_probe=32, steps=(2, 3), batch_size=16, score_samples=64, **kw)
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     a = run_demo(_cfg(tmp_path/'a', seeds=(0, 1)), progress=False)
@@ -24,9 +24,13 @@ def test_cli_runs_the_ablations_and_ends_with_json(tmp_path, cache):
     runs = json.loads((tmp_path/'summary.json').read_text())['runs']
     heads = {v: runs[v]['0']['selected'] for v in VARIANTS}
     assert heads['hera'] == heads['baseline'] and heads['hera-best'] != heads['hera']     # least vs most aligned
+    assert (tmp_path/'scoring-oracle'/'selection.json').exists()                           # the oracle scored its own
+    oracle = json.loads((tmp_path/'hera-oracle-s0'/'config.json').read_text())
+    assert oracle['teacher'].endswith('teacher-oracle') and oracle['probe_data'].endswith('held-out.json')
     for v in VARIANTS:
         row = last['variants'][v]
-        assert 0 <= row['vision-centric accuracy']['mean'] <= 1 and set(row) >= {'POPE F1 adversarial', 'MKNN selected, after'}
+        assert 0 <= row['vision-centric accuracy']['mean'] <= 1
+        assert set(row) >= {'POPE F1 adversarial', 'MKNN mm, selected: stage 2', 'MKNN text, selected: stage 2'}
 
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match='choose one or more of'): DemoConfig(variants=('hera', 'bogus'))

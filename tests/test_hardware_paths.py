@@ -32,7 +32,7 @@ def _watch_updates():
 
 def test_bf16_run_updates_every_weight_that_gets_a_gradient(data, tmp_path):
     "Stage 2 at lr 2e-5 in bf16 mixed precision: elements with a gradient move (with bf16 weights ~13 % did a step)."
-    mini = PartsRecipe(n_scenes=64, vision_steps=3, teacher_steps=3, lm_steps=3)    # checkpoints saved like real ones
+    mini = PartsRecipe(n_scenes=64, vision_steps=3, teacher_steps=3, oracle_steps=3, lm_steps=3)    # checkpoints saved like real ones
     parts = world_parts(mini, tmp_path/'parts', progress=False)
     save_selection(tmp_path/'sel.json', [(1, 2), (3, 0)], mode='given')
     stage2 = StageConfig(data=str(data/'stage2.json'), template='chat', train_llm='full', batch_size=12, max_steps=3,
@@ -120,12 +120,12 @@ def test_zero3_weights_read_outside_a_forward_are_gathered(data, monkeypatch):
     ref = head_factors(HeadPooler(model).geom)
     recs = world_pairs(24, seed=3)
     teach = tiny_teacher().encode([r['image'] for r in recs])
-    probe_ref = probe_mknn(model, proc.tokenizer, recs, teach, {'some': [(0, 1), (3, 2)]}, k=4)
+    probe_ref = probe_mknn(model, proc, recs, teach, {'some': [(0, 1), (3, 2)]}, k=4)
     z3 = Zero3([l.self_attn.o_proj for l in model.model.language_model.layers])
     fake = types.SimpleNamespace(zero=types.SimpleNamespace(GatheredParameters=z3.gathered))
     monkeypatch.setitem(sys.modules, 'deepspeed', fake)
     assert torch.equal(head_factors(HeadPooler(model).geom), ref)
-    assert probe_mknn(model, proc.tokenizer, recs, teach, {'some': [(0, 1), (3, 2)]}, k=4) == probe_ref
+    assert probe_mknn(model, proc, recs, teach, {'some': [(0, 1), (3, 2)]}, k=4) == probe_ref
     assert all(w.numel() == 0 for w in z3.full)                 # released again afterwards
     with gathered(list(model.parameters())):                    # as `fit` holds the whole model while it scores
         assert torch.equal(head_factors(HeadPooler(model).geom), ref)   # the inner gather leaves them to the outer

@@ -39,15 +39,64 @@ def test_matches_brute_force_on_random_data(seed, normalize):
     b[:, :2] += a[:, :2]                                    # some real alignment
     assert mutual_knn(a, b, k, normalize) == pytest.approx(brute_mknn(a, b, k, normalize), abs=1e-6)
 
+def random_break_mknn(a, b, k, rng):
+    "One draw of MKNN with every tie broken at random, independently in A and in B (pure Python)."
+    def knn(x):
+        sims, key = (x.double() @ x.double().T).tolist(), [rng.random() for _ in range(len(x))]
+        return [set(sorted((j for j in range(len(x)) if j != i), key=lambda j: (-sims[i][j], key[j]))[:k])
+                for i in range(len(x))]
+    return sum(len(p & q) / k for p, q in zip(knn(a), knn(b))) / len(a)
+
+def expected_mknn(a, b, k):
+    "The definition of the tie-invariant score: sum over j of P_a(j in kNN) P_b(j in kNN), from the full rows."
+    def p(x):
+        g = (x.double() @ x.double().T).fill_diagonal_(float('-inf'))
+        kth = g.sort(-1, descending=True).values[:, k - 1:k]
+        above, tied = (g > kth).double(), (g == kth).double()
+        return above + tied * (k - above.sum(-1, keepdim=True)) / tied.sum(-1, keepdim=True)
+    return ((p(a) * p(b)).sum(-1) / k).mean().item()
+
 @pytest.mark.parametrize('seed', range(5))
 def test_matches_brute_force_with_ties(seed):
-    "Integer-valued features on a small grid: many exact ties, broken by the lower index in both."
+    "Integer-valued features on a small grid: many exact ties. Lists break them by the lower index; the score takes "
+    "their expectation over random tie breaks."
     g = torch.Generator().manual_seed(seed)
     a, b = torch.randint(0, 3, (25, 2), generator=g).float(), torch.randint(0, 2, (25, 3), generator=g).float()
     for k in (1, 3, 8, 24):
-        assert mutual_knn(a, b, k, normalize=False) == pytest.approx(brute_mknn(a, b, k, normalize=False), abs=1e-6)
+        assert mutual_knn(a, b, k, normalize=False) == pytest.approx(expected_mknn(a, b, k), abs=1e-6)
         lists = knn_lists(a, k, normalize=False)
         assert [set(r) for r in lists.tolist()] == brute_knn(a, k, normalize=False)
+
+def test_ties_match_random_tie_breaking():
+    "The expectation is what random tie breaking averages to (Monte Carlo, 400 draws)."
+    g, rng = torch.Generator().manual_seed(7), random.Random(0)
+    a, b = torch.randint(0, 3, (40, 2), generator=g).float(), torch.randint(0, 3, (40, 2), generator=g).float()
+    draws = [random_break_mknn(a, b, 5, rng) for _ in range(400)]
+    sd = torch.tensor(draws).std().item() / 20
+    assert abs(sum(draws) / 400 - mutual_knn(a, b, 5, normalize=False)) < 4 * sd + 1e-9
+    assert mutual_knn(a, b, 5, normalize=False) != pytest.approx(brute_mknn(a, b, 5, normalize=False), abs=1e-3)
+
+def test_duplicated_samples_are_not_agreement():
+    "Identical rows: the lower-index rule picks the same neighbours in both (1.000); the expectation is k/(N-1)."
+    x = torch.ones(10, 4)
+    assert brute_mknn(x, x, 5, normalize=False) == 1.0
+    assert mutual_knn(x, x, 5, normalize=False) == pytest.approx(5 / 9, abs=1e-6)
+    heads = torch.ones(10, 2, 3, 4)
+    heads[:, 1, 2] = torch.arange(40.).view(10, 4) ** 2              # one head without ties
+    cache = NeighbourCache(heads, x, k_max=5, normalize=False)
+    assert torch.allclose(cache.head_scores(5)[0], torch.full((3,), 5 / 9))
+    assert cache.head_scores(3)[1, 2] == pytest.approx(expected_mknn(heads[:, 1, 2], x, 3), abs=1e-6)
+
+@pytest.mark.parametrize('seed', range(3))
+def test_cache_matches_definition_with_ties(seed):
+    "All heads at once, with ties running past the k+1 listed neighbours (widened tables), for every k <= k_max."
+    g = torch.Generator().manual_seed(seed)
+    heads, teacher = torch.randint(0, 3, (60, 2, 3, 3), generator=g).float(), torch.randint(0, 3, (60, 3), generator=g).float()
+    heads[:, 0, 0] = torch.randn(60, 3, generator=g)                 # a head without ties
+    cache = NeighbourCache(heads, teacher, k_max=10, normalize=False)
+    for k in (1, 4, 10):
+        want = torch.tensor([[expected_mknn(heads[:, l, h], teacher, k) for h in range(3)] for l in range(2)])
+        assert torch.allclose(cache.head_scores(k), want.float(), atol=1e-6)
 
 @pytest.mark.parametrize('seed', range(3))
 def test_matches_prh_reference(seed):
@@ -87,7 +136,7 @@ def test_cached_lists_serve_every_smaller_k():
     cache = NeighbourCache(heads, teacher, k_max=15)
     for k in (1, 4, 10, 15):
         torch.testing.assert_close(cache.head_scores(k), score_heads(heads, teacher, k), rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match='exceeds the cached lists'): cache.head_scores(16)
+    with pytest.raises(ValueError, match='this table scores k from 1 to 15'): cache.head_scores(16)
 
 def test_null_is_centred_on_chance_and_bootstrap_covers():
     g = torch.Generator().manual_seed(3)
@@ -119,3 +168,20 @@ def test_select_heads_modes():
 ])
 def test_bad_input_is_refused_clearly(call, match):
     with pytest.raises(ValueError, match=match): call()
+
+@pytest.mark.parametrize('seed', range(2))
+def test_calibration_matches_calibrated_similarity(seed):
+    "`calibrated_scores` against the independent implementation of the Aristotelian-view paper (same permutations)."
+    from calibrated_similarity import calibrate
+    from hera_nbs.mknn import calibrated_scores
+    g = torch.Generator().manual_seed(seed)
+    teacher, heads = torch.randn(80, 6, generator=g), torch.randn(80, 1, 3, 4, generator=g)
+    heads[:, 0, 1] = teacher[:, :4] + 0.8 * torch.randn(80, 4, generator=g)     # one aligned head, two unrelated
+    ours = calibrated_scores(NeighbourCache(heads, teacher, k_max=5), k=5, n_perm=60, seed=seed)
+    for h in range(3):
+        score, p, tau = calibrate(heads[:, 0, h], teacher, lambda a, b: mutual_knn(a, b, 5), K=60,
+                                  generator=torch.Generator().manual_seed(seed))
+        assert ours['calibrated'][0, h].item() == pytest.approx(score.item(), abs=1e-6)
+        assert ours['p'][0, h].item() == pytest.approx(p.item(), abs=1e-6)
+        assert ours['tau'][0, h].item() == pytest.approx(tau.item(), abs=1e-6)
+    assert ours['p'][0, 1] < 0.05 and ours['calibrated'][0, 1] > 0

@@ -6,10 +6,10 @@ from hera_nbs.models import build_llava, head_geometry, teacher_from_pretrained
 from hera_nbs.parts import PartsRecipe, parts_fingerprint, world_parts
 from hera_nbs.store import read_json
 
-MINI = PartsRecipe(n_scenes=64, vision_steps=3, teacher_steps=3, lm_steps=3)
+MINI = PartsRecipe(n_scenes=64, vision_steps=3, teacher_steps=3, oracle_steps=3, lm_steps=3)
 
 def _weights(d):
-    return {f'{p}/{k}': v for p in ('vision', 'teacher', 'llm') for k, v in load_file(d/p/'model.safetensors').items()}
+    return {f'{p}/{k}': v for p in ('vision', 'teacher', 'teacher-oracle', 'llm') for k, v in load_file(d/p/'model.safetensors').items()}
 
 def test_build_is_deterministic(tmp_path):
     a, b = _weights(world_parts(MINI, tmp_path/'a', progress=False)), _weights(world_parts(MINI, tmp_path/'b', progress=False))
@@ -19,8 +19,8 @@ def test_build_is_deterministic(tmp_path):
 def test_training_moves_every_part(tmp_path):
     "Three steps already change the weights of each part away from a build with no steps."
     a = _weights(world_parts(MINI, tmp_path, progress=False))
-    b = _weights(world_parts(replace(MINI, vision_steps=1, teacher_steps=1, lm_steps=1), tmp_path, progress=False))
-    for part in ('vision', 'teacher', 'llm'):
+    b = _weights(world_parts(replace(MINI, vision_steps=1, teacher_steps=1, oracle_steps=1, lm_steps=1), tmp_path, progress=False))
+    for part in ('vision/', 'teacher/', 'teacher-oracle/', 'llm/'):
         assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith(part)), part
 
 def test_cache_hit_and_rebuild_on_recipe_change(tmp_path):
@@ -37,5 +37,5 @@ def test_parts_load_like_real_checkpoints(tmp_path):
     model, proc = build_llava(str(d/'llm'), str(d/'vision'))
     g = head_geometry(model)
     assert (g.n_layers, g.n_heads) == (4, 8)
-    assert teacher_from_pretrained(str(d/'teacher')).dim == 64
+    assert teacher_from_pretrained(str(d/'teacher')).dim == teacher_from_pretrained(str(d/'teacher-oracle')).dim == 64
     assert proc.image_processor.size == {'height': 48, 'width': 48}
