@@ -122,7 +122,8 @@ def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a 
     "Score every attention head of a text-only LLM by MKNN against a vision teacher; select the heads HeRA trains."
     require(n_samples is None or n_samples >= 1, f'--n-samples {n_samples}: score at least {2 * k + 1} captions')
     require(n >= 1 and batch_size >= 1, f'--n {n}, --batch-size {batch_size}: both must be at least 1')
-    recs = caption_records(data, image_folder, n_samples) if data else world_pairs(n_samples or 512, seed, distinct=True)
+    world = None if data else world_pairs(n_samples or 512, seed, distinct=True)
+    recs = caption_records(data, image_folder, n_samples) if data else world
     check_sample_size(len(recs), k)                  # the data is read and checked before any model loads
     llm, tok = load_llm(model, device, gguf_file, cache_dir)
     if bf16 and llm.device.type == 'cpu' and not _cpu_has_bf16():

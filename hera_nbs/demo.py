@@ -158,7 +158,8 @@ def run_variant(cfg:DemoConfig, # The demo run
     "Train one variant, evaluate it on held-out scenes, score its heads again; return its results, with the probes "
     "(before, after stage 1, after stage 2), kept in `results.json`: a rerun reads them, a killed run resumes."
     import matplotlib.pyplot as plt
-    tc = train_config(cfg, parts, variant, seed, str(variant_selection(scoring_dir(cfg, VARIANTS[variant][2]), variant, seed)))
+    heads = variant_selection(scoring_dir(cfg, VARIANTS[variant][2]), variant, seed)
+    tc = train_config(cfg, parts, variant, seed, str(heads))
     out = Path(tc.output_dir)
     if (out/'results.json').exists(): return read_json(out/'results.json')
     fit(tc, resume=out.exists(), progress=progress)

@@ -414,7 +414,7 @@ def probe_mknn(model:nn.Module, # The MLLM
                k:int, # Neighbourhood size
                batch_size:int=32, # Samples per forward pass
               )->dict:
-    "Mean MKNN of each group of heads on `records`: captions alone (`text_<group>`) and after their image (`mm_<group>`)."
+    "Mean MKNN of each group of heads on `records`: captions alone (`text_<group>`), after their image (`mm_<group>`)."
     was_training, out = model.training, {}
     model.eval()
     for mode, collate in (('text', CaptionCollate(proc.tokenizer)), ('mm', PlainCollate(proc))):
@@ -718,7 +718,8 @@ def plot_training(out:str|Path, # A run folder (its `log.jsonl`)
             axes[0].plot(xs, [r['hera'] for r in t], '--', label=f'L_HeRA {s}')
             axes[1].plot(xs, [100 * (r['tau'] / tau0 - 1) for r in t], label=s)   # % change: readable at any size
     p = [r for r in rows if 'text_selected' in r]
-    groups = (('selected', 'selected heads', 'C3'), ('best', 'best 5 before training', 'C0'), ('all', 'all heads', 'C7'))
+    groups = (('selected', 'selected heads', 'C3'), ('best', 'best 5 before training', 'C0'),
+              ('all', 'all heads', 'C7'))
     for key, lab, colour in groups:                    # image+text solid, text-only dotted, one colour per group
         for mode, style, what in (('mm', 'o-', 'image+text'), ('text', 'x:', 'text')):
             axes[2].plot([_global_step(r, n1) for r in p], [r[f'{mode}_{key}'] for r in p], style, color=colour,

@@ -123,7 +123,7 @@ def _configs(c:Path, d:Path):
         (c/f'{name}.yaml').write_text(text)
 
 REAL = {'score-missing-data', 'score-threads-env', 'score-n-samples-equals', 'train-negative-lambda',
-        'train-resume-nothing', 'demo-bad-variant', 'data-path-escape', 'data-no-command'}
+        'demo-bad-variant', 'data-path-escape', 'data-no-command'}
 ENTRY = {'hera-score': cli.score, 'hera-train': cli.train, 'hera-demo': cli.demo, 'hera-data': cli.data}
 
 def _here(case, d:Path, cache:Path)->subprocess.CompletedProcess:
@@ -131,7 +131,8 @@ def _here(case, d:Path, cache:Path)->subprocess.CompletedProcess:
     name, command, env, _, _ = case
     argv, cwd = command.format(d=d).split(), d/'here'/name
     cwd.mkdir(parents=True, exist_ok=True)
-    out, err, saved, threads, here = io.StringIO(), io.StringIO(), dict(os.environ), torch.get_num_threads(), os.getcwd()
+    out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
+    threads, here = torch.get_num_threads(), os.getcwd()
     os.environ.update({'HERA_CACHE': str(cache), **env})
     try:
         os.chdir(cwd)

@@ -91,7 +91,8 @@ def test_duplicated_samples_are_not_agreement():
 def test_cache_matches_definition_with_ties(seed):
     "All heads at once, with ties running past the k+1 listed neighbours (widened tables), for every k <= k_max."
     g = torch.Generator().manual_seed(seed)
-    heads, teacher = torch.randint(0, 3, (60, 2, 3, 3), generator=g).float(), torch.randint(0, 3, (60, 3), generator=g).float()
+    heads = torch.randint(0, 3, (60, 2, 3, 3), generator=g).float()
+    teacher = torch.randint(0, 3, (60, 3), generator=g).float()
     heads[:, 0, 0] = torch.randn(60, 3, generator=g)                 # a head without ties
     cache = NeighbourCache(heads, teacher, k_max=10, normalize=False)
     for k in (1, 4, 10):
