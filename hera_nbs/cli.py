@@ -12,10 +12,9 @@ import torch
 from fastcore.docments import docments
 
 from .data import caption_records, check_llava, read_llava
-from .demo import DemoConfig, QUICK_DEMO, VARIANTS, dose_response, results_table, run_demo
+from .demo import DemoConfig, VARIANTS, demo_config, dose_response, results_table, run_demo
 from .load import load_llm, load_processor, load_teacher, set_threads
 from .mknn import check_sample_size
-from .parts import PartsRecipe, QUICK_PARTS
 from .select import score_and_select
 from .store import BadInput, require
 from .train import fit, load_config
@@ -174,16 +173,14 @@ def train(argv:list[str]|None=None, # Arguments (default: the command line)
 
 # %% ../nbs/15_cli.ipynb #353d034c
 def hera_demo(family:str='llava-qwen2', # Family of the tiny LM: llava-qwen2, llava-qwen3, llava-llama
+              setting:Literal['default', 'quick', 'full']='default', # `SETTINGS`; quick measures nothing
               ablations:bool=False, # Also train HeRA on the 5 best and on 5 random heads (all of `VARIANTS`)
-              quick:bool=False, # A smoke run (quick parts, 64 scenes, a few steps): checks an install, measures nothing
               lambdas:tuple[float, ...]=(), # A dose-response instead: the hera variant at each of these λ, every seed
               **config, # `DemoConfig` fields
              )->dict:
     "The HeRA pipeline on the offline tiny world: parts, head scores, LLaVA baseline and HeRA, held-out evaluation."
-    cfg = DemoConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-    cfg = dataclasses.replace(cfg, parts=PartsRecipe(family=family), score_samples=min(cfg.score_samples, cfg.n_train),
-                              variants=tuple(VARIANTS) if ablations else cfg.variants)
-    if quick: cfg = dataclasses.replace(cfg, parts=dataclasses.replace(QUICK_PARTS, family=family), **QUICK_DEMO)
+    cfg = demo_config(setting, family, **config)
+    cfg = dataclasses.replace(cfg, variants=tuple(VARIANTS) if ablations else cfg.variants)
     if lambdas:
         res = dose_response(cfg, lambdas)
         print(f'dose-response in {cfg.out}/dose_response.png', file=sys.stderr)

@@ -23,9 +23,10 @@ from .train import HeraConfig, StageConfig, TrainConfig, changes, fit, plot_trai
 from .world import PRIOR, WORLD_SEEDS, cooccurrence, world_pairs, write_llava
 
 # %% auto #0
-__all__ = ['VARIANTS', 'QUICK_DEMO', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig', 'write_world', 'llm_spec', 'scoring_dir',
-           'variant_selection', 'train_config', 'run_variant', 'headline', 'aggregate', 'results_table',
-           'results_figure', 'heatmaps_figure', 'claim_demo', 'run_demo', 'dose_response', 'dose_figure']
+__all__ = ['VARIANTS', 'QUICK_DEMO', 'FULL_DEMO', 'SETTINGS', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig', 'demo_config',
+           'write_world', 'llm_spec', 'scoring_dir', 'variant_selection', 'train_config', 'run_variant', 'headline',
+           'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'claim_demo', 'run_demo', 'dose_response',
+           'dose_figure']
 
 # %% ../nbs/14_demo.ipynb #20b636d4
 VARIANTS = {  # name -> (HeRA on, which heads, the teacher's folder among the parts)
@@ -54,7 +55,7 @@ class DemoConfig:
     def __post_init__(self): self.check()
 
 QUICK_DEMO = dict(n_train=64, n_eval=8, n_probe=32, steps=(2, 3), batch_size=16,
-                  score_samples=64)   # `hera-demo --quick`, with QUICK_PARTS
+                  score_samples=64)   # `hera-demo --setting quick`, with QUICK_PARTS
 
 # %% ../nbs/14_demo.ipynb #0631e6f4
 @patch
@@ -77,6 +78,25 @@ def check(self:DemoConfig):
     hera_on = any(VARIANTS[v][0] for v in self.variants) and self.lambda_hera > 0
     require(not hera_on or self.batch_size > HeraConfig.k, f'batch_size = {self.batch_size}: HeRA needs at least '
             f'k+1 = {HeraConfig.k + 1} samples per batch')
+
+# %% ../nbs/14_demo.ipynb #f709c7a1
+FULL_DEMO = dict(variants=tuple(VARIANTS), seeds=(0, 1, 2), n_train=8192, steps=(128, 1200))
+SETTINGS = {'default': ({}, PartsRecipe()), 'quick': (QUICK_DEMO, QUICK_PARTS), 'full': (FULL_DEMO, PartsRecipe())}
+
+def demo_config(setting:str='default', # A key of `SETTINGS`
+                family:str='llava-qwen2', # Family of the tiny LM (`TINY_FAMILIES`)
+                **given, # `DemoConfig` fields; those that differ from the defaults win over the setting's
+               )->DemoConfig:
+    "The `DemoConfig` of a named setting; `score_samples`, unless given, is at most `n_train`."
+    require(setting in SETTINGS, f'setting {setting!r}: choose one of {list(SETTINGS)}')
+    fields, recipe = SETTINGS[setting]
+    defaults = {f.name: f.default for f in dataclasses.fields(DemoConfig)}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    mine = {k: v for k, v in given.items() if k not in fields or v != defaults.get(k)}
+    cfg = {**defaults, **fields, **mine, 'parts': dataclasses.replace(recipe, family=family)}
+    if given.get('score_samples', defaults['score_samples']) == defaults['score_samples']:
+        cfg['score_samples'] = min(cfg['score_samples'], cfg['n_train'])
+    return DemoConfig(**cfg)
 
 # %% ../nbs/14_demo.ipynb #a2171052
 def write_world(out:str|Path, # The demo's output folder: the files go to `out/world`

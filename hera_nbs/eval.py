@@ -14,8 +14,8 @@ from .models import IMAGE_TOKEN
 from .world import POPE_SPLITS, pope_questions, questions
 
 # %% auto #0
-__all__ = ['normalize_answer', 'question_type', 'generate_answers', 'accuracy_by_type', 'pope_metrics', 'caption_perplexity',
-           'evaluate_world']
+__all__ = ['normalize_answer', 'question_type', 'answer_budget', 'generate_answers', 'accuracy_by_type', 'pope_metrics',
+           'caption_perplexity', 'evaluate_world']
 
 # %% ../nbs/13_eval.ipynb #0d24bd03
 def normalize_answer(a:str, # A generated or gold answer
@@ -32,12 +32,20 @@ def question_type(q:str, # A question of the world's templates
         if q.startswith(prefix): return kind
     raise ValueError(f'not a world question: {q!r}')
 
+# %% ../nbs/13_eval.ipynb #b5d669a6
+def answer_budget(tok, # The tokenizer answers are generated with
+                  golds:list[str], # The gold answers of the questions asked
+                  margin:int=2, # Tokens beyond the longest gold (a tokenisation the generation may choose)
+                 )->int:
+    "Tokens to generate: the longest gold answer, its end token and `margin`; any longer answer is wrong anyway."
+    return max(len(tok(g, add_special_tokens=False)['input_ids']) for g in golds) + 1 + margin
+
 # %% ../nbs/13_eval.ipynb #c07b9714
 @torch.no_grad()
 def generate_answers(model, # A LLaVA model
                      processor, # Its processor
                      items:list[dict], # `{'image': PIL image, 'question': str}`
-                     max_new_tokens:int=6, # Answers are a word or two
+                     max_new_tokens:int=8, # Tokens to generate at most (`answer_budget` fits the golds)
                      batch_size:int=16, # Questions per forward pass
                      progress:bool=False, # A progress bar
                     )->list[str]:
@@ -120,13 +128,14 @@ def evaluate_world(model, # The MLLM under evaluation
     "Vision-centric accuracy by type, POPE per split, caption perplexity."
     rng = random.Random(seed)
     vqa = [(r, q, a) for r in records for q, a in questions(r['scene'], rng, n=4)]
+    budget = answer_budget(processor.tokenizer, [a for *_, a in vqa])
     preds = generate_answers(model, processor, [dict(image=r['image'], question=q) for r, q, _ in vqa],
-                             batch_size=batch_size)
+                             max_new_tokens=budget, batch_size=batch_size)
     out = dict(vqa=accuracy_by_type(preds, [a for *_, a in vqa], [q for _, q, _ in vqa]))
     for split in POPE_SPLITS:
         pope = [(r, q, a) for r in records for q, a in pope_questions(r['scene'], split, stats, rng)]
         preds = generate_answers(model, processor, [dict(image=r['image'], question=q) for r, q, _ in pope],
-                                 batch_size=batch_size)
+                                 max_new_tokens=budget, batch_size=batch_size)
         out[f'pope_{split}'] = pope_metrics(preds, [a for *_, a in pope])
     out['caption_ppl'] = caption_perplexity(model, processor, records, batch_size)
     return out

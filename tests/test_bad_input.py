@@ -67,7 +67,7 @@ CASES = [
     ('train-used-folder', 'hera-train {d}/cfg/ok.yaml --output-dir {d}/same_run', {}, 2, 'pass --resume'),
     ('train-resume-nothing', 'hera-train {d}/cfg/ok.yaml --output-dir {d}/fresh_run --resume', {}, 0,
      'nothing to resume in'),
-    ('demo-other-config', 'hera-demo --quick --out {d}/demo --lambda-hera 0.5', {}, 2,
+    ('demo-other-config', 'hera-demo --setting quick --out {d}/demo --lambda-hera 0.5', {}, 2,
      'holds a demo with another configuration (lambda_hera: 0.01 -> 0.5)'),
     ('demo-negative-lambda', 'hera-demo --lambda-hera -1', {}, 2, 'lambda_hera = -1.0'),
     ('demo-small-batch', 'hera-demo --batch-size 4', {}, 2, 'HeRA needs at least k+1 = 11'),

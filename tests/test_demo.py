@@ -16,7 +16,8 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     assert sd > 0 and b['variants']['hera']['caption perplexity']['sd'] == 0
 
 def test_cli_runs_the_ablations_and_ends_with_json(tmp_path, cache):
-    r = subprocess.run([sys.executable, '-m', 'hera_nbs.cli', 'demo', '--quick', '--ablations', '--out', str(tmp_path)],
+    r = subprocess.run([sys.executable, '-m', 'hera_nbs.cli', 'demo', '--setting', 'quick', '--ablations',
+                        '--out', str(tmp_path)],
                        capture_output=True, text=True, timeout=900, env={**os.environ, 'HERA_CACHE': str(cache)})
     assert r.returncode == 0, r.stderr[-3000:]
     last = json.loads(r.stdout.strip().splitlines()[-1])

@@ -64,7 +64,7 @@ def test_kill_during_a_checkpoint_write_then_resume_is_exact(cache, data, tmp_pa
     assert not [p for p in (tmp_path/'cut').iterdir() if '.tmp-' in p.name]   # the half checkpoint was never kept
 
 def test_kill_during_the_demo_then_rerun_resumes(cache, tmp_path):
-    args = ['--quick', '--checkpoint-every', 1]
+    args = ['--setting', 'quick', '--checkpoint-every', 1]
     ref = json.loads(command(cache, tmp_path, 'demo', *args, '--out', 'ref').stdout.splitlines()[-1])
     # the baseline writes 5 checkpoints (2 + 3 steps); HeRA's 3rd is call 8: killed in stage 2, after its step 1
     killed(cache, tmp_path, 'hera_nbs.train.save_checkpoint', 8, 'demo', *args, '--out', 'cut')
