@@ -24,7 +24,7 @@ __all__ = ['PARTS_VISION', 'PARTS_TEXT_TOWER', 'PARTS_TEACHER', 'QUICK_PARTS', '
            'teacher_processor', 'new_teacher', 'augment', 'pretrain_teacher', 'pretrain_oracle', 'lm_texts',
            'pretrain_lm', 'completion_logprob', 'partner_probs', 'caption_logprobs', 'prior_effect', 'knn_agreement',
            'knn_attribute_share', 'view_retrieval', 'teacher_checks', 'held_out_checks', 'pretraining_records',
-           'check_records', 'save_parts', 'parts_fingerprint', 'world_parts', 'plot_parts']
+           'check_records', 'save_parts', 'parts_fingerprint', 'world_parts', 'plot_parts', 'patch_probe']
 
 # %% ../nbs/03_parts.ipynb #c5b87706
 PARTS_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=48,
@@ -440,3 +440,22 @@ def plot_parts(report:dict, # The parts' report.json
     fig.colorbar(im, ax=axs[-1])
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03_parts.ipynb #f6d07238
+def patch_probe(tower:transformers.SiglipVisionModel, # The vision tower the LLaVA projector reads
+                records:list[dict], # `world_pairs` records: the first 2/3 fit the probes, the rest score them
+                layer:int=-2, # The hidden state the projector reads (LLaVA's `vision_feature_layer`)
+               )->dict:
+    "Held-out accuracy of linear probes on single patch tokens: each cell's colour (or empty), each object's cell."
+    from sklearn.linear_model import LogisticRegression
+    with torch.no_grad():
+        h = tower(pixel_values=pixels(vision_processor(), records), output_hidden_states=True).hidden_states[layer]
+    y, n = torch.full((len(records), 9), len(COLOURS)), len(records) * 2 // 3
+    for i, r in enumerate(records):
+        for o in r['scene']: y[i, o.row * 3 + o.col] = list(COLOURS).index(o.colour)
+    colour = [LogisticRegression(max_iter=2000).fit(h[:n, c], y[:n, c]).score(h[n:, c], y[n:, c]) for c in range(9)]
+    objs = [(i, o.row * 3 + o.col) for i, r in enumerate(records) for o in r['scene']]
+    x, cell, fit = torch.stack([h[i, c] for i, c in objs]), [c for _, c in objs], [i < n for i, _ in objs]
+    probe = LogisticRegression(max_iter=2000).fit(x[fit], [c for c, f in zip(cell, fit) if f])
+    test = [not f for f in fit]
+    return dict(colour=min(colour), cell=probe.score(x[test], [c for c, t in zip(cell, test) if t]))
