@@ -12,10 +12,10 @@ import torch
 from fastcore.docments import docments
 
 from .data import caption_records, check_llava, read_llava
-from .demo import DemoConfig, VARIANTS, demo_config, dose_response, results_table, run_demo
+from .demo import SETTINGS, DemoConfig, VARIANTS, demo_config, dose_response, results_table, run_demo
 from .load import load_llm, load_processor, load_teacher, set_threads
 from .mknn import check_sample_size
-from .select import score_and_select
+from .select import MODES, score_and_select
 from .store import BadInput, require
 from .train import fit, load_config
 from .world import world_pairs
@@ -107,7 +107,7 @@ def hera_score(model:str='tiny:llava-qwen2', # tiny:<family>, world, smollm2, a 
                n_samples:int|None=None, # Captions to use (default: 512 of the world, all of --data)
                k:int=10, # MKNN neighbourhood size
                n:int=5, # Heads to select
-               mode:Literal['worst', 'best', 'random']='worst', # Which heads: the least aligned (the paper's), ...
+               mode:Literal[MODES]='worst', # Which heads: the least aligned (the paper's), ...
                granularity:Literal['head', 'layer']='head', # Select heads, or whole layers
                seed:int=0, # Seed of the world's captions, the random selection and the bootstrap
                batch_size:int=16, # Capture batch size
@@ -173,19 +173,20 @@ def train(argv:list[str]|None=None, # Arguments (default: the command line)
 
 # %% ../nbs/15_cli.ipynb #353d034c
 def hera_demo(family:str='llava-qwen2', # Family of the tiny LM: llava-qwen2, llava-qwen3, llava-llama
-              setting:Literal['default', 'quick', 'full']='default', # `SETTINGS`; quick measures nothing
+              setting:Literal[tuple(SETTINGS)]='default', # `SETTINGS`; quick measures nothing
               ablations:bool=False, # Also train HeRA on the 5 best and on 5 random heads (all of `VARIANTS`)
               lambdas:tuple[float, ...]=(), # A dose-response instead: the hera variant at each of these λ, every seed
+              jobs:int|None=None, # Runs trained at once, in processes (default: one per CPU thread on a CPU)
               **config, # `DemoConfig` fields
              )->dict:
     "The HeRA pipeline on the offline tiny world: parts, head scores, LLaVA baseline and HeRA, held-out evaluation."
     cfg = demo_config(setting, family, **config)
     cfg = dataclasses.replace(cfg, variants=tuple(VARIANTS) if ablations else cfg.variants)
     if lambdas:
-        res = dose_response(cfg, lambdas)
+        res = dose_response(cfg, lambdas, jobs=jobs)
         print(f'dose-response in {cfg.out}/dose_response.png', file=sys.stderr)
         return {f'{lam:g}': rows for lam, rows in res.items()}
-    s = run_demo(cfg)
+    s = run_demo(cfg, jobs=jobs)
     agg = {v: {k: (d['mean'], d['sd']) for k, d in rows.items()} for v, rows in s['variants'].items()}
     print(results_table(agg), f'\n{s["seconds"]} s; figures and summary.json in {cfg.out}', file=sys.stderr)
     return dict(variants=s['variants'], seconds=s['seconds'], out=cfg.out)

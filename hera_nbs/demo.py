@@ -4,7 +4,8 @@
 
 # %% ../nbs/14_demo.ipynb #0d6bc874
 from __future__ import annotations
-import dataclasses, gc, json, time
+import dataclasses, gc, json, multiprocessing, time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean, stdev
@@ -12,9 +13,10 @@ from typing import Literal
 
 import torch
 from fastcore.basics import patch
+from tqdm.auto import tqdm
 
 from .eval import evaluate_world
-from .load import load_llm, load_teacher, load_trained
+from .load import load_llm, load_teacher, load_trained, set_threads
 from .mknn import check_sample_size
 from .parts import PartsRecipe, QUICK_PARTS, world_parts
 from .select import load_selection, plot_head_scores, save_selection, score_and_select, select_heads
@@ -24,9 +26,9 @@ from .world import PRIOR, WORLD_SEEDS, cooccurrence, world_pairs, write_llava
 
 # %% auto #0
 __all__ = ['VARIANTS', 'QUICK_DEMO', 'FULL_DEMO', 'SETTINGS', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig', 'demo_config',
-           'write_world', 'llm_spec', 'scoring_dir', 'variant_selection', 'train_config', 'run_variant', 'headline',
-           'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'claim_demo', 'run_demo', 'dose_response',
-           'dose_figure']
+           'write_world', 'llm_spec', 'scoring_dir', 'variant_selection', 'train_config', 'run_variant', 'run_variants',
+           'headline', 'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'claim_demo', 'run_demo',
+           'dose_response', 'dose_figure']
 
 # %% ../nbs/14_demo.ipynb #20b636d4
 VARIANTS = {  # name -> (HeRA on, which heads, the teacher's folder among the parts)
@@ -197,6 +199,29 @@ def run_variant(cfg:DemoConfig, # The demo run
     gc.collect()
     return read_json(write_json(out/'results.json', res))       # as a rerun reads them
 
+# %% ../nbs/14_demo.ipynb #309699fe
+def run_variants(cfg:DemoConfig, # The demo run
+                 parts:Path, # The tiny parts folder
+                 records:list, held_out:list, stats:dict, # As `run_variant` takes them
+                 progress:bool=True, # Progress bars (with several processes: one bar over the runs)
+                 jobs:int|None=None, # Runs at once (default: one per CPU thread on a CPU, 1 with a GPU)
+                )->dict[str, dict[int, dict]]:
+    "Every variant × seed by `run_variant`, several at once (processes) on a CPU: variant -> seed -> results."
+    pairs = [(v, s) for v in cfg.variants for s in cfg.seeds]
+    if jobs is None: jobs = 1 if torch.cuda.is_available() else min(len(pairs), torch.get_num_threads())
+    require(jobs >= 1, f'jobs = {jobs}: train at least 1 run at a time')
+    if jobs == 1: done = [run_variant(cfg, parts, v, s, records, held_out, stats, progress) for v, s in pairs]
+    else:
+        spawn, threads = multiprocessing.get_context('spawn'), max(1, torch.get_num_threads() // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=set_threads, initargs=(threads,)) as pool:
+            futures = [pool.submit(run_variant, cfg, parts, v, s, records, held_out, stats, False) for v, s in pairs]
+            for f in tqdm(as_completed(futures), total=len(pairs), desc=f'runs, {jobs} at once', disable=not progress):
+                f.result()                                                       # a failed run stops the demo
+        done = [f.result() for f in futures]
+    runs = {v: {} for v in cfg.variants}
+    for (v, s), res in zip(pairs, done): runs[v][s] = res
+    return runs
+
 # %% ../nbs/14_demo.ipynb #379f1cfe
 PROBED = [  # (probe, head group, when) rows of the table: mm = image then caption, text = the caption alone
     ('mm', 'selected', ('start', 'stage 1', 'stage 2')), ('text', 'selected', ('start', 'stage 2')),
@@ -285,26 +310,27 @@ def claim_demo(cfg:DemoConfig, # The demo run
 # %% ../nbs/14_demo.ipynb #4ec428d4
 def run_demo(cfg:DemoConfig, # The demo run
              progress:bool=True, # Progress bars
+             jobs:int|None=None, # Runs trained at once (`run_variants`)
             )->dict:
     "Parts, world, head scores, every variant × seed trained and evaluated; figures and summary.json; return the "
     "summary."
     out, t0 = Path(cfg.out), time.time()
     claim_demo(cfg)
-    parts = world_parts(cfg.parts, progress=progress)
+    teachers = dict.fromkeys(['teacher'] + [VARIANTS[v][2] for v in cfg.variants])      # each scores once, in order
+    parts = world_parts(cfg.parts, progress=progress, oracle='teacher-oracle' in teachers)
     records, held_out, stats = write_world(cfg.out, cfg.n_train, cfg.n_eval, cfg.world_seed, cfg.n_probe)
     records = records[:cfg.score_samples]
     model, tok = load_llm(llm_spec(cfg, parts), 'cpu')
-    teachers = dict.fromkeys(['teacher'] + [VARIANTS[v][2] for v in cfg.variants])      # each scores once, in order
     scorings = {t: score_and_select(model, tok, load_teacher(str(parts/t)), records, scoring_dir(cfg, t),
                                     seed=cfg.world_seed, umap=t == 'teacher', progress=progress) for t in teachers}
     scoring = scorings['teacher']
     del model
     gc.collect()
-    runs = {v: {s: run_variant(cfg, parts, v, s, records, held_out, stats, progress) for s in cfg.seeds}
-            for v in cfg.variants}
+    runs = run_variants(cfg, parts, records, held_out, stats, progress, jobs)
     agg = aggregate(runs)
     _demo_figures(cfg, agg, runs, scoring)
     report = {k: v for k, v in read_json(parts/'report.json').items() if k != 'losses'}
+    if 'teacher-oracle' in teachers: report['oracle'] = read_json(parts/'teacher-oracle'/'report.json')['checks']
     summary = dict(config=asdict(cfg), parts=str(parts), parts_report=report, scoring=scoring, scorings=scorings,
                    runs={v: {str(s): r for s, r in rs.items()} for v, rs in runs.items()},
                    variants={v: {k: dict(mean=m, sd=sd) for k, (m, sd) in rows.items()} for v, rows in agg.items()},
@@ -327,13 +353,14 @@ def _demo_figures(cfg:DemoConfig, agg:dict, runs:dict, scoring:dict):
 def dose_response(cfg:DemoConfig, # The demo run: its seeds, world and training; `variants` and `lambda_hera` ignored
                   lambdas:tuple[float, ...]=(0.0, 0.01, 0.1, 1.0), # The weights λ of the HeRA loss
                   progress:bool=True, # Progress bars
+                  jobs:int|None=None, # Runs trained at once (`run_variants`)
                  )->dict:
     "The `hera` variant trained at each λ for every seed; the figure and JSON under `cfg.out`; return λ -> aggregate."
     require(len(lambdas) >= 2 and min(lambdas) >= 0, f'lambdas {list(lambdas)}: give two or more weights >= 0')
     res = {}
     for lam in lambdas:
         one = dataclasses.replace(cfg, out=str(Path(cfg.out)/f'lambda-{lam:g}'), lambda_hera=lam, variants=('hera',))
-        res[lam] = run_demo(one, progress)['variants']['hera']
+        res[lam] = run_demo(one, progress, jobs)['variants']['hera']
     dose_figure(res).savefig(Path(cfg.out)/'dose_response.png', dpi=100, bbox_inches='tight')
     write_json(Path(cfg.out)/'dose_response.json', {f'{lam:g}': v for lam, v in res.items()})
     return res

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import inspect, io, math, random, tokenize
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch, transformers
@@ -24,7 +25,8 @@ __all__ = ['PARTS_VISION', 'PARTS_TEXT_TOWER', 'PARTS_TEACHER', 'QUICK_PARTS', '
            'teacher_processor', 'new_teacher', 'augment', 'pretrain_teacher', 'pretrain_oracle', 'lm_texts',
            'pretrain_lm', 'completion_logprob', 'partner_probs', 'caption_logprobs', 'prior_effect', 'knn_agreement',
            'knn_attribute_share', 'view_retrieval', 'teacher_checks', 'held_out_checks', 'pretraining_records',
-           'check_records', 'save_parts', 'parts_fingerprint', 'world_parts', 'plot_parts', 'patch_probe']
+           'check_records', 'save_parts', 'save_oracle', 'parts_fingerprint', 'world_parts', 'plot_parts',
+           'patch_probe']
 
 # %% ../nbs/03_parts.ipynb #c5b87706
 PARTS_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=48,
@@ -342,7 +344,7 @@ def teacher_checks(teachers:dict, # name -> teacher model (trained, oracle, untr
                 view_retrieval={n: view_retrieval(m, px) for n, m in teachers.items()})
 
 # %% ../nbs/03_parts.ipynb #a29d5103
-def held_out_checks(siglip, teacher, oracle, lm, tok, # The trained parts (both teachers), and the tokenizer
+def held_out_checks(siglip, teacher, lm, tok, # The trained parts and the tokenizer
                     untrained:nn.Module, # The teacher as initialised: the reference for its neighbourhoods
                     n:int=256, # Held-out scenes, drawn without the prior
                    )->dict:
@@ -352,7 +354,7 @@ def held_out_checks(siglip, teacher, oracle, lm, tok, # The trained parts (both 
         images = pixels(vision_processor(), recs)
         logits = siglip(input_ids=caption_ids(tok, recs), pixel_values=images).logits_per_image
     return dict(retrieval_top1=(logits.argmax(1) == torch.arange(n)).float().mean().item(), retrieval_chance=1 / n,
-                teachers=teacher_checks(dict(teacher=teacher, oracle=oracle, untrained=untrained), recs),
+                teachers=teacher_checks(dict(teacher=teacher, untrained=untrained), recs),
                 lm_prior=prior_effect(lm, tok), partner_probs=partner_probs(lm, tok).tolist())
 
 # %% ../nbs/03_parts.ipynb #2d053c36
@@ -367,7 +369,7 @@ def check_records(n:int=256, # Held-out scenes
     return world_pairs(n, seed=WORLD_SEEDS['checks'], split='held-out', distinct=True)
 
 # %% ../nbs/03_parts.ipynb #89b60c33
-def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, teacher-oracle/, llm/, report.json
+def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, llm/, report.json
                r:PartsRecipe, # What to build
                progress:bool=True, # Progress bars
               )->dict:
@@ -378,16 +380,28 @@ def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, teacher-oracle
     vision_tower(siglip).save_pretrained(d/'vision')
     vision_processor().save_pretrained(d/'vision')
     teacher, t_losses = pretrain_teacher(r, records, progress)
-    oracle, _, o_losses = pretrain_oracle(r, records, progress)
-    for name, model in (('teacher', teacher), ('teacher-oracle', oracle)):
-        model.save_pretrained(d/name)
-        teacher_processor().save_pretrained(d/name)
+    teacher.save_pretrained(d/'teacher')
+    teacher_processor().save_pretrained(d/'teacher')
     lm, l_losses = pretrain_lm(r, records, tok, progress)
     lm.save_pretrained(d/'llm')
     tok.save_pretrained(d/'llm')
-    report = dict(recipe=asdict(r), losses=dict(vision=v_losses, teacher=t_losses, oracle=o_losses, lm=l_losses),
-                  checks=held_out_checks(siglip, teacher, oracle, lm, tok, new_teacher(r)))
+    report = dict(recipe=asdict(r), losses=dict(vision=v_losses, teacher=t_losses, lm=l_losses),
+                  checks=held_out_checks(siglip, teacher, lm, tok, new_teacher(r)))
     write_json(d/'report.json', report)
+    return report
+
+# %% ../nbs/03_parts.ipynb #37a7918d
+def save_oracle(d:Path, # Empty folder to fill: the oracle teacher, its processor, report.json
+                r:PartsRecipe, # The recipe of the parts it belongs to
+                progress:bool=True, # A progress bar
+               )->dict:
+    "Train the oracle teacher (the ablation) on the recipe's scenes, save it with its processor; return its report."
+    oracle, _, losses = pretrain_oracle(r, pretraining_records(r), progress)
+    oracle.save_pretrained(d)
+    teacher_processor().save_pretrained(d)
+    report = dict(recipe=asdict(r), losses=dict(oracle=losses),
+                  checks=dict(teachers=teacher_checks(dict(oracle=oracle), check_records())))
+    write_json(Path(d)/'report.json', report)
     return report
 
 # %% ../nbs/03_parts.ipynb #c51a2f73
@@ -395,7 +409,7 @@ _TRAINING_CODE = (fit_steps, pixels, vision_processor, caption_ids, pretrain_vis
                   teacher_processor, pretrain_teacher, lm_texts, tiny_text_config, pretrain_lm, save_parts,
                   completion_logprob, partner_probs, knn_agreement, held_out_checks, caption_logprobs, _swap,
                   prior_effect, new_teacher, knn_attribute_share, pretraining_records, check_records,
-                  augment, pretrain_oracle, view_retrieval, teacher_checks)
+                  augment, pretrain_oracle, view_retrieval, teacher_checks, save_oracle)
 
 def _code(obj)->list[str]:
     "The tokens of a function's or module's source, comments aside: a comment or a moved notebook rebuilds nothing."
@@ -415,10 +429,13 @@ def parts_fingerprint(r:PartsRecipe, # The recipe
 def world_parts(recipe:PartsRecipe=PartsRecipe(), # What to build (the default is the demo's)
                 cache_dir:str|Path|None=None, # Cache root (default `cache_root()`)
                 progress:bool=True, # Progress bars
+                oracle:bool=False, # Also the oracle teacher, `teacher-oracle/` (built on first use: the ablation's)
                )->Path:
     "The folder of the tiny pretrained parts (`vision/`, `teacher/`, `llm/`, `report.json`), built on first use."
     name = f'{recipe.family}-s{recipe.seed}-{parts_fingerprint(recipe)}'
-    return cached_dir(cache_root(cache_dir)/'parts'/name, lambda d: save_parts(d, recipe, progress))
+    d = cached_dir(cache_root(cache_dir)/'parts'/name, partial(save_parts, r=recipe, progress=progress))
+    if oracle: cached_dir(d/'teacher-oracle', partial(save_oracle, r=recipe, progress=progress))
+    return d
 
 # %% ../nbs/03_parts.ipynb #7b6b1524
 def plot_parts(report:dict, # The parts' report.json
@@ -450,12 +467,13 @@ def patch_probe(tower:transformers.SiglipVisionModel, # The vision tower the LLa
     from sklearn.linear_model import LogisticRegression
     with torch.no_grad():
         h = tower(pixel_values=pixels(vision_processor(), records), output_hidden_states=True).hidden_states[layer]
-    y, n = torch.full((len(records), 9), len(COLOURS)), len(records) * 2 // 3
+    side, n = PARTS_VISION['image_size'] // PARTS_VISION['patch_size'], len(records) * 2 // 3  # patches a row; fit
+    y = torch.full((len(records), side * side), len(COLOURS))                                # empty: the last class
     for i, r in enumerate(records):
-        for o in r['scene']: y[i, o.row * 3 + o.col] = list(COLOURS).index(o.colour)
-    colour = [LogisticRegression(max_iter=2000).fit(h[:n, c], y[:n, c]).score(h[n:, c], y[n:, c]) for c in range(9)]
-    objs = [(i, o.row * 3 + o.col) for i, r in enumerate(records) for o in r['scene']]
-    x, cell, fit = torch.stack([h[i, c] for i, c in objs]), [c for _, c in objs], [i < n for i, _ in objs]
-    probe = LogisticRegression(max_iter=2000).fit(x[fit], [c for c, f in zip(cell, fit) if f])
-    test = [not f for f in fit]
-    return dict(colour=min(colour), cell=probe.score(x[test], [c for c, t in zip(cell, test) if t]))
+        for o in r['scene']: y[i, o.row * side + o.col] = list(COLOURS).index(o.colour)
+    colour = [LogisticRegression(max_iter=2000).fit(h[:n, c], y[:n, c]).score(h[n:, c], y[n:, c])
+              for c in range(side * side)]
+    objs = torch.tensor([(i, o.row * side + o.col) for i, r in enumerate(records) for o in r['scene']])
+    x, fit = h[objs[:, 0], objs[:, 1]], objs[:, 0] < n                   # each object's own patch; fitted or scored
+    probe = LogisticRegression(max_iter=2000).fit(x[fit], objs[fit, 1])
+    return dict(colour=min(colour), cell=probe.score(x[~fit], objs[~fit, 1]))

@@ -12,14 +12,16 @@ def _weights(d):
     return {f'{p}/{k}': v for p in ('vision', 'teacher', 'teacher-oracle', 'llm') for k, v in load_file(d/p/'model.safetensors').items()}
 
 def test_build_is_deterministic(tmp_path):
-    a, b = _weights(world_parts(MINI, tmp_path/'a', progress=False)), _weights(world_parts(MINI, tmp_path/'b', progress=False))
+    a = _weights(world_parts(MINI, tmp_path/'a', progress=False, oracle=True))
+    b = _weights(world_parts(MINI, tmp_path/'b', progress=False, oracle=True))
     assert a.keys() == b.keys() and len(a) > 50
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 def test_training_moves_every_part(tmp_path):
     "Three steps already change the weights of each part away from a build with no steps."
-    a = _weights(world_parts(MINI, tmp_path, progress=False))
-    b = _weights(world_parts(replace(MINI, vision_steps=1, teacher_steps=1, oracle_steps=1, lm_steps=1), tmp_path, progress=False))
+    a = _weights(world_parts(MINI, tmp_path, progress=False, oracle=True))
+    few = replace(MINI, vision_steps=1, teacher_steps=1, oracle_steps=1, lm_steps=1)
+    b = _weights(world_parts(few, tmp_path, progress=False, oracle=True))
     for part in ('vision/', 'teacher/', 'teacher-oracle/', 'llm/'):
         assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith(part)), part
 
@@ -33,7 +35,7 @@ def test_cache_hit_and_rebuild_on_recipe_change(tmp_path):
     assert sorted(p.name for p in tmp_path.joinpath('parts').iterdir()) == sorted([a.name, b.name])   # no leftovers
 
 def test_parts_load_like_real_checkpoints(tmp_path):
-    d = world_parts(MINI, tmp_path, progress=False)
+    d = world_parts(MINI, tmp_path, progress=False, oracle=True)
     model, proc = build_llava(str(d/'llm'), str(d/'vision'))
     g = head_geometry(model)
     assert (g.n_layers, g.n_heads) == (4, 8)
