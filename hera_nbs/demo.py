@@ -204,11 +204,10 @@ def run_variants(cfg:DemoConfig, # The demo run
                  parts:Path, # The tiny parts folder
                  records:list, held_out:list, stats:dict, # As `run_variant` takes them
                  progress:bool=True, # Progress bars (with several processes: one bar over the runs)
-                 jobs:int|None=None, # Runs at once (default: one per CPU thread on a CPU, 1 with a GPU)
+                 jobs:int=1, # Runs at once, in processes sharing the CPU threads out (one per thread on a CPU)
                 )->dict[str, dict[int, dict]]:
     "Every variant × seed by `run_variant`, several at once (processes) on a CPU: variant -> seed -> results."
     pairs = [(v, s) for v in cfg.variants for s in cfg.seeds]
-    if jobs is None: jobs = 1 if torch.cuda.is_available() else min(len(pairs), torch.get_num_threads())
     require(jobs >= 1, f'jobs = {jobs}: train at least 1 run at a time')
     if jobs == 1: done = [run_variant(cfg, parts, v, s, records, held_out, stats, progress) for v, s in pairs]
     else:
@@ -310,7 +309,7 @@ def claim_demo(cfg:DemoConfig, # The demo run
 # %% ../nbs/14_demo.ipynb #4ec428d4
 def run_demo(cfg:DemoConfig, # The demo run
              progress:bool=True, # Progress bars
-             jobs:int|None=None, # Runs trained at once (`run_variants`)
+             jobs:int=1, # Runs trained at once (`run_variants`)
             )->dict:
     "Parts, world, head scores, every variant × seed trained and evaluated; figures and summary.json; return the "
     "summary."
@@ -353,7 +352,7 @@ def _demo_figures(cfg:DemoConfig, agg:dict, runs:dict, scoring:dict):
 def dose_response(cfg:DemoConfig, # The demo run: its seeds, world and training; `variants` and `lambda_hera` ignored
                   lambdas:tuple[float, ...]=(0.0, 0.01, 0.1, 1.0), # The weights λ of the HeRA loss
                   progress:bool=True, # Progress bars
-                  jobs:int|None=None, # Runs trained at once (`run_variants`)
+                  jobs:int=1, # Runs trained at once (`run_variants`)
                  )->dict:
     "The `hera` variant trained at each λ for every seed; the figure and JSON under `cfg.out`; return λ -> aggregate."
     require(len(lambdas) >= 2 and min(lambdas) >= 0, f'lambdas {list(lambdas)}: give two or more weights >= 0')
