@@ -176,7 +176,7 @@ def hera_demo(family:str='llava-qwen2', # Family of the tiny LM: llava-qwen2, ll
               setting:Literal[tuple(SETTINGS)]='default', # `SETTINGS`; quick measures nothing
               ablations:bool=False, # Also train HeRA on the 5 best and on 5 random heads (all of `VARIANTS`)
               lambdas:tuple[float, ...]=(), # A dose-response instead: the hera variant at each of these λ, every seed
-              jobs:int=1, # Runs trained at once, in processes sharing the CPU threads (2 on a 2-core CPU: faster)
+              jobs:int|None=None, # Runs trained at once, in processes sharing the CPU threads (default: 2 on a CPU)
               **config, # `DemoConfig` fields
              )->dict:
     "The HeRA pipeline on the offline tiny world: parts, head scores, LLaVA baseline and HeRA, held-out evaluation."

@@ -4,8 +4,9 @@
 
 # %% ../nbs/14_demo.ipynb #0d6bc874
 from __future__ import annotations
-import dataclasses, gc, json, multiprocessing, time
+import dataclasses, gc, json, multiprocessing, sys, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean, stdev
@@ -26,9 +27,9 @@ from .world import PRIOR, WORLD_SEEDS, cooccurrence, world_pairs, write_llava
 
 # %% auto #0
 __all__ = ['VARIANTS', 'QUICK_DEMO', 'FULL_DEMO', 'SETTINGS', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig', 'demo_config',
-           'write_world', 'llm_spec', 'scoring_dir', 'variant_selection', 'train_config', 'run_variant', 'run_variants',
-           'headline', 'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'claim_demo', 'run_demo',
-           'dose_response', 'dose_figure']
+           'write_world', 'llm_spec', 'scoring_dir', 'variant_selection', 'train_config', 'run_variant', 'default_jobs',
+           'run_variants', 'headline', 'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'claim_demo',
+           'run_demo', 'dose_response', 'dose_figure']
 
 # %% ../nbs/14_demo.ipynb #20b636d4
 VARIANTS = {  # name -> (HeRA on, which heads, the teacher's folder among the parts)
@@ -200,26 +201,42 @@ def run_variant(cfg:DemoConfig, # The demo run
     return read_json(write_json(out/'results.json', res))       # as a rerun reads them
 
 # %% ../nbs/14_demo.ipynb #309699fe
+def default_jobs(runs:int, # How many runs the demo trains
+                )->int:
+    "Runs to train at once: 2 on a CPU with two or more torch threads, else 1 (one after the other)."
+    return 1 if torch.cuda.is_available() or torch.get_num_threads() < 2 else min(2, runs)
+
+# %% ../nbs/14_demo.ipynb #7ca1955d
+def _train_apart(cfg:DemoConfig, parts:Path, pairs:list, args:tuple, # `run_variants`' runs and `run_variant`'s inputs
+                 jobs:int, progress:bool)->dict:
+    "Train `pairs` in `jobs` spawned processes, the threads shared out: (variant, seed) -> results of those finished."
+    threads, done = max(1, torch.get_num_threads() // jobs), {}
+    spawn = multiprocessing.get_context('spawn')
+    with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=set_threads, initargs=(threads,)) as pool:
+        futures = {pool.submit(run_variant, cfg, parts, v, s, *args, False): (v, s) for v, s in pairs}
+        try:
+            for f in tqdm(as_completed(futures), total=len(pairs), desc=f'runs, {jobs} at once', disable=not progress):
+                done[futures[f]] = f.result()                                 # a run that fails stops the demo
+        except BrokenProcessPool as e:
+            print(f"a run's process died ({e}); the runs not finished go on here, one at a time, from their "
+                  'checkpoints', file=sys.stderr)
+    return done
+
+# %% ../nbs/14_demo.ipynb #2dae1dc0
 def run_variants(cfg:DemoConfig, # The demo run
                  parts:Path, # The tiny parts folder
                  records:list, held_out:list, stats:dict, # As `run_variant` takes them
                  progress:bool=True, # Progress bars (with several processes: one bar over the runs)
-                 jobs:int=1, # Runs at once, in processes sharing the CPU threads out (one per thread on a CPU)
+                 jobs:int|None=None, # Runs at once, in processes sharing the CPU threads (default: `default_jobs`)
                 )->dict[str, dict[int, dict]]:
-    "Every variant × seed by `run_variant`, several at once (processes) on a CPU: variant -> seed -> results."
+    "Every variant × seed by `run_variant`, side by side in processes on a CPU: variant -> seed -> results."
     pairs = [(v, s) for v in cfg.variants for s in cfg.seeds]
+    jobs = default_jobs(len(pairs)) if jobs is None else jobs
     require(jobs >= 1, f'jobs = {jobs}: train at least 1 run at a time')
-    if jobs == 1: done = [run_variant(cfg, parts, v, s, records, held_out, stats, progress) for v, s in pairs]
-    else:
-        spawn, threads = multiprocessing.get_context('spawn'), max(1, torch.get_num_threads() // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=set_threads, initargs=(threads,)) as pool:
-            futures = [pool.submit(run_variant, cfg, parts, v, s, records, held_out, stats, False) for v, s in pairs]
-            for f in tqdm(as_completed(futures), total=len(pairs), desc=f'runs, {jobs} at once', disable=not progress):
-                f.result()                                                       # a failed run stops the demo
-        done = [f.result() for f in futures]
-    runs = {v: {} for v in cfg.variants}
-    for (v, s), res in zip(pairs, done): runs[v][s] = res
-    return runs
+    done = _train_apart(cfg, parts, pairs, (records, held_out, stats), jobs, progress) if jobs > 1 else {}
+    for v, s in pairs:
+        if (v, s) not in done: done[v, s] = run_variant(cfg, parts, v, s, records, held_out, stats, progress)
+    return {v: {s: done[v, s] for s in cfg.seeds} for v in cfg.variants}
 
 # %% ../nbs/14_demo.ipynb #379f1cfe
 PROBED = [  # (probe, head group, when) rows of the table: mm = image then caption, text = the caption alone
@@ -309,7 +326,7 @@ def claim_demo(cfg:DemoConfig, # The demo run
 # %% ../nbs/14_demo.ipynb #4ec428d4
 def run_demo(cfg:DemoConfig, # The demo run
              progress:bool=True, # Progress bars
-             jobs:int=1, # Runs trained at once (`run_variants`)
+             jobs:int|None=None, # Runs trained at once (default: `default_jobs`)
             )->dict:
     "Parts, world, head scores, every variant × seed trained and evaluated; figures and summary.json; return the "
     "summary."
@@ -352,7 +369,7 @@ def _demo_figures(cfg:DemoConfig, agg:dict, runs:dict, scoring:dict):
 def dose_response(cfg:DemoConfig, # The demo run: its seeds, world and training; `variants` and `lambda_hera` ignored
                   lambdas:tuple[float, ...]=(0.0, 0.01, 0.1, 1.0), # The weights λ of the HeRA loss
                   progress:bool=True, # Progress bars
-                  jobs:int=1, # Runs trained at once (`run_variants`)
+                  jobs:int|None=None, # Runs trained at once (default: `default_jobs`)
                  )->dict:
     "The `hera` variant trained at each λ for every seed; the figure and JSON under `cfg.out`; return λ -> aggregate."
     require(len(lambdas) >= 2 and min(lambdas) >= 0, f'lambdas {list(lambdas)}: give two or more weights >= 0')

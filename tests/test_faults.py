@@ -63,9 +63,16 @@ def test_kill_during_a_checkpoint_write_then_resume_is_exact(cache, data, tmp_pa
     assert (tmp_path/'cut'/'log.jsonl').read_text() == (tmp_path/'ref'/'log.jsonl').read_text()
     assert not [p for p in (tmp_path/'cut').iterdir() if '.tmp-' in p.name]   # the half checkpoint was never kept
 
-def test_kill_during_the_demo_then_rerun_resumes(cache, tmp_path):
-    args = ['--setting', 'quick', '--checkpoint-every', 1]
-    ref = json.loads(command(cache, tmp_path, 'demo', *args, '--out', 'ref').stdout.splitlines()[-1])
+DEMO = ['--setting', 'quick', '--checkpoint-every', 1]
+
+@pytest.fixture(scope='module')
+def demo_ref(cache, tmp_path_factory)->tuple[Path, dict]:
+    "The quick demo, uninterrupted, its runs one after the other: its folder and last JSON line."
+    d = tmp_path_factory.mktemp('demo')
+    return d/'ref', json.loads(command(cache, d, 'demo', *DEMO, '--jobs', 1, '--out', 'ref').stdout.splitlines()[-1])
+
+def test_kill_during_the_demo_then_rerun_resumes(cache, tmp_path, demo_ref):
+    args, ref = [*DEMO, '--jobs', 1], demo_ref[1]
     # the baseline writes 5 checkpoints (2 + 3 steps); HeRA's 3rd is call 8: killed in stage 2, after its step 1
     killed(cache, tmp_path, 'hera_nbs.train.save_checkpoint', 8, 'demo', *args, '--out', 'cut')
     baseline = (tmp_path/'cut'/'baseline-s0'/'results.json').stat().st_mtime_ns
@@ -73,5 +80,17 @@ def test_kill_during_the_demo_then_rerun_resumes(cache, tmp_path):
     assert 'resuming cut/hera-s0 from checkpoint-stage2-0000001 (stage2, step 1)' in r.stderr
     assert (tmp_path/'cut'/'baseline-s0'/'results.json').stat().st_mtime_ns == baseline    # not trained again
     assert json.loads(r.stdout.splitlines()[-1])['variants'] == ref['variants']
-    runs = [json.loads((tmp_path/d/'summary.json').read_text())['runs'] for d in ('ref', 'cut')]
+    runs = [json.loads((d/'summary.json').read_text())['runs'] for d in (demo_ref[0], tmp_path/'cut')]
+    assert runs[0] == runs[1]
+
+def test_a_run_process_killed_in_the_side_by_side_demo_goes_on_from_its_checkpoint(cache, tmp_path, demo_ref):
+    # --jobs 2: baseline and HeRA train in two worker processes; each dies right after its 3rd checkpoint (stage 2,
+    # step 1) and the demo itself goes on with both runs here, from those checkpoints, to the uninterrupted figures
+    r = subprocess.run([sys.executable, str(KILL_AT), '--in-workers', 'hera_nbs.train.save_checkpoint', '3', 'demo',
+                        *map(str, DEMO), '--jobs', '2', '--out', 'cut'], capture_output=True, text=True,
+                       env=_env(cache), cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "a run's process died" in r.stderr and 'from checkpoint-stage' in r.stderr, r.stderr[-3000:]
+    assert json.loads(r.stdout.splitlines()[-1])['variants'] == demo_ref[1]['variants']
+    runs = [json.loads((d/'summary.json').read_text())['runs'] for d in (demo_ref[0], tmp_path/'cut')]
     assert runs[0] == runs[1]
