@@ -2,7 +2,8 @@ import os, pytest, torch
 from pathlib import Path
 from hera_nbs.world import world_pairs, write_llava
 
-torch.set_num_threads(2)
+# one thread per pytest-xdist worker (tests/run_all.sh runs two on a 2-core machine), else two
+torch.set_num_threads(1 if os.environ.get('PYTEST_XDIST_WORKER') else 2)
 
 @pytest.fixture(scope='session')
 def cache(tmp_path_factory)->Path:

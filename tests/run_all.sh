@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: library in sync with the notebooks, clean notebooks, README up to date, every notebook
-# run top to bottom (GPU cells skipped), then pytest on tests/. Every stage runs even when an earlier one fails,
-# so one red notebook does not hide the others' results; the exit status is non-zero if any stage failed.
-# pytest runs last, so its summary is the last line; the failed earlier stages are listed just before it.
+# run top to bottom (GPU cells skipped), then pytest on tests/ (in parallel: a test file per worker). Every stage
+# runs even when an earlier one fails, so one red notebook does not hide the others' results; the exit status is
+# non-zero if any stage failed. pytest runs last, so its summary is the last line; the failed earlier stages are
+# listed just before it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HERA_CACHE="${HERA_CACHE:-$PWD/.hera_cache}"   # tiny models built once, shared by notebooks and tests
@@ -17,10 +18,11 @@ unchanged() {  # $1: what was run, $2..: paths that must not have changed
     echo "FAIL: '$what' changed the files above: run it, review and commit the result."; return 1
   fi
 }
-stage() {  # $1: name, $2..: command; runs it and records a failure without stopping the suite
-  local name=$1; shift
+stage() {  # $1: name, $2..: command; runs it, says how long it took, records a failure without stopping the suite
+  local name=$1 start=$SECONDS; shift
   echo "== $name"
   if ! "$@"; then failed+=("$name"); echo "FAIL: stage '$name'"; fi
+  echo "   ($((SECONDS - start)) s)"
 }
 
 before=$(in_git && git status --porcelain -- hera_nbs nbs || true)
@@ -36,6 +38,6 @@ stage "nbdev_test: every notebook, top to bottom (cells flagged gpu are skipped)
 if [ ${#failed[@]} -gt 0 ]; then
   echo "== stages that failed before pytest (${#failed[@]}):"; printf '   - %s\n' "${failed[@]}"
 fi
-echo "== pytest tests/"
-python -m pytest tests -q -p no:cacheprovider || failed+=(pytest)
+echo "== pytest tests/ (pytest-xdist: one worker per core, a test file per worker; the 15 slowest tests listed)"
+python -m pytest tests -q -p no:cacheprovider -n auto --dist loadfile --durations 15 || failed+=(pytest)
 [ ${#failed[@]} -eq 0 ]
