@@ -210,10 +210,12 @@ def default_jobs(runs:int, # How many runs the demo trains
 def _train_apart(cfg:DemoConfig, parts:Path, pairs:list, args:tuple, # `run_variants`' runs and `run_variant`'s inputs
                  jobs:int, progress:bool)->dict:
     "Train `pairs` in `jobs` spawned processes, the threads shared out: (variant, seed) -> results of those finished."
+    from hera_nbs import demo          # the library's own function and class, also when these cells run in a notebook
+    cfg = demo.DemoConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})     # (spawn pickles)
     threads, done = max(1, torch.get_num_threads() // jobs), {}
     spawn = multiprocessing.get_context('spawn')
     with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=set_threads, initargs=(threads,)) as pool:
-        futures = {pool.submit(run_variant, cfg, parts, v, s, *args, False): (v, s) for v, s in pairs}
+        futures = {pool.submit(demo.run_variant, cfg, parts, v, s, *args, False): (v, s) for v, s in pairs}
         try:
             for f in tqdm(as_completed(futures), total=len(pairs), desc=f'runs, {jobs} at once', disable=not progress):
                 done[futures[f]] = f.result()                                 # a run that fails stops the demo
@@ -233,6 +235,7 @@ def run_variants(cfg:DemoConfig, # The demo run
     pairs = [(v, s) for v in cfg.variants for s in cfg.seeds]
     jobs = default_jobs(len(pairs)) if jobs is None else jobs
     require(jobs >= 1, f'jobs = {jobs}: train at least 1 run at a time')
+    jobs = min(jobs, len(pairs))                                    # the threads go to the runs there are
     done = _train_apart(cfg, parts, pairs, (records, held_out, stats), jobs, progress) if jobs > 1 else {}
     for v, s in pairs:
         if (v, s) not in done: done[v, s] = run_variant(cfg, parts, v, s, records, held_out, stats, progress)

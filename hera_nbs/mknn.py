@@ -126,8 +126,9 @@ def streamed_lists(x:torch.Tensor, # [N, D] features, float32 on the CPU, finite
 # %% ../nbs/07_mknn.ipynb #70cba0f0
 def dense_rank(val:torch.Tensor, # [..., W] similarities, each row descending
               )->torch.Tensor:
-    "Rank of each value among the distinct values of its row, ties sharing one: [..., W] int16."
-    return F.pad((val[..., 1:] != val[..., :-1]).cumsum(-1, dtype=torch.int16), (1, 0))
+    "Rank of each value among the distinct values of its row, ties sharing one: [..., W] int16 (int32 past 32,768)."
+    dtype = torch.int16 if val.shape[-1] <= 2**15 else torch.int32                  # ranks run up to W - 1
+    return F.pad((val[..., 1:] != val[..., :-1]).cumsum(-1, dtype=dtype), (1, 0))
 
 @dataclass
 class KnnTable:
@@ -203,12 +204,15 @@ def knn_table(x:torch.Tensor, # [..., N, D] features (leading dims: heads, layer
               k:int, # Largest neighbourhood size that will be scored
               normalize:bool=True, # Cosine instead of raw dot product
               max_bytes:int=2**27, # Working-memory budget per chunk of leading dims
+              sample_first:bool=False, # `x` is [N, ..., D] instead (as a capture stores it): read without a copy
              )->KnnTable:
     "Each sample's nearest other samples, ordered, with the ties MKNN needs: a `KnnTable` of shape [..., N, k+1]."
-    x = check_features(x, k=k, finite=False)           # each chunk is checked for NaN/inf as it is scored
-    lead, (n, d) = x.shape[:-2], x.shape[-2:]
-    flat = x.reshape(-1, n, d)
-    t = _chunked_lists(partial(_groups, flat.transpose(0, 1)), len(flat), n, d, k, normalize, max_bytes)
+    require(not sample_first or x.ndim >= 3, f'expected [N, ..., D] features, got shape {tuple(x.shape)}')
+    check_features(x.movedim(0, -2) if sample_first else x, k=k, finite=False)   # NaN/inf: per chunk, when scored
+    n, d = x.shape[0 if sample_first else -2], x.shape[-1]
+    lead = x.shape[1:-1] if sample_first else x.shape[:-2]
+    flat = x.reshape(n, -1, d) if sample_first else x.reshape(-1, n, d).transpose(0, 1)    # [N, G, D], views
+    t = _chunked_lists(partial(_groups, flat), flat.shape[1], n, d, k, normalize, max_bytes)
     return KnnTable(t.idx.view(*lead, n, -1), t.rank.view(*lead, n, -1), t.wide, k)
 
 def knn_lists(x:torch.Tensor, # [..., N, D] features (leading dims: heads, layers, ...)
@@ -302,20 +306,12 @@ class NeighbourCache:
         for name, x in (('heads', heads), ('hidden', hidden)):
             if x is not None and len(x) != n: raise ValueError(f'{name} have {len(x)} samples but the teacher has {n}')
         for name, x in (('heads', heads), ('hidden', hidden)):                          # [L, H, N, .], [L, N, .]
-            if x is not None: self.tables[name] = self._table(x, k_max, normalize)
+            if x is not None: self.tables[name] = knn_table(x, k_max, normalize, sample_first=True)
         self.teacher, self.heads, self.hidden = (self.tables[s].idx if s in self.tables else None
                                                  for s in ('teacher', 'heads', 'hidden'))   # the ordered lists
         self.n, self.k_max, self.normalize = n, k_max, normalize
         n_layers = (heads if heads is not None else hidden).shape[1]
         self.layers = list(layers) if layers is not None else list(range(n_layers))
-
-    @staticmethod
-    def _table(x:torch.Tensor, k:int, normalize:bool)->KnnTable:
-        "The table of sample-first features [N, *G, D], without copying them: [*G, N, ...]."
-        if x.ndim < 3: raise ValueError(f'expected [N, ..., D] features, got shape {tuple(x.shape)}')
-        flat = x.reshape(len(x), -1, x.shape[-1])                               # a view for capture-store tensors
-        t = _chunked_lists(partial(_groups, flat), flat.shape[1], len(x), x.shape[-1], k, normalize, 2**27)
-        return KnnTable(t.idx.view(*x.shape[1:-1], len(x), -1), t.rank.view(*x.shape[1:-1], len(x), -1), t.wide, k)
 
     @classmethod
     def from_store(cls,

@@ -39,10 +39,12 @@ def umap_from_lists(x:torch.Tensor, # [N, D] features
     d, o = d.sort(dim=1, stable=True)
     idx = torch.cat([torch.arange(n)[:, None], nb.gather(1, o)], 1).numpy().astype(np.int64)
     dist = torch.cat([torch.zeros(n, 1), d], 1).numpy().astype(np.float32)
+    threads = torch.get_num_threads()           # UMAP's numba code sets the OpenMP thread count torch shares
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*(knn_search_index|n_jobs|random_state).*')
         um = UMAP(n_neighbors=k + 1, precomputed_knn=(idx, dist), metric='cosine', random_state=seed, init='spectral')
-        return um.fit_transform(xn.numpy())
+        try: return um.fit_transform(xn.numpy())
+        finally: torch.set_num_threads(threads)
 
 # %% ../nbs/08_neighbourhoods.ipynb #08c567ca
 SHARED, TEACHER_ONLY, HEAD_ONLY = 'tab:green', 'tab:orange', 'tab:blue'

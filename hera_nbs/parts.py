@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import trange
 from transformers import AutoModelForCausalLM
 
-from .models import tiny_family, tiny_text_config, tiny_tokenizer
+from .models import quiet_loading, tiny_family, tiny_text_config, tiny_tokenizer
 from .store import cache_root, cached_dir, fingerprint, write_json
 from .world import COLOURS, NUMBERS, PARTNER, PRIOR, SHAPES, WORLD_SEEDS, describe, questions, world_pairs
 
@@ -433,8 +433,9 @@ def world_parts(recipe:PartsRecipe=PartsRecipe(), # What to build (the default i
                )->Path:
     "The folder of the tiny pretrained parts (`vision/`, `teacher/`, `llm/`, `report.json`), built on first use."
     name = f'{recipe.family}-s{recipe.seed}-{parts_fingerprint(recipe)}'
-    d = cached_dir(cache_root(cache_dir)/'parts'/name, partial(save_parts, r=recipe, progress=progress))
-    if oracle: cached_dir(d/'teacher-oracle', partial(save_oracle, r=recipe, progress=progress))
+    with quiet_loading():                                          # the training loops' bars, not one per save
+        d = cached_dir(cache_root(cache_dir)/'parts'/name, partial(save_parts, r=recipe, progress=progress))
+        if oracle: cached_dir(d/'teacher-oracle', partial(save_oracle, r=recipe, progress=progress))
     return d
 
 # %% ../nbs/03_parts.ipynb #7b6b1524
@@ -463,17 +464,20 @@ def patch_probe(tower:transformers.SiglipVisionModel, # The vision tower the LLa
                 records:list[dict], # `world_pairs` records: the first 2/3 fit the probes, the rest score them
                 layer:int=-2, # The hidden state the projector reads (LLaVA's `vision_feature_layer`)
                )->dict:
-    "Held-out accuracy of linear probes on single patch tokens: each cell's colour (or empty), each object's cell."
+    "Held-out accuracy of linear probes on single patch tokens: the colour and the shape in a cell, or empty (the "
+    "worst cell's), and each object's cell."
     from sklearn.linear_model import LogisticRegression
     with torch.no_grad():
         h = tower(pixel_values=pixels(vision_processor(), records), output_hidden_states=True).hidden_states[layer]
     side, n = PARTS_VISION['image_size'] // PARTS_VISION['patch_size'], len(records) * 2 // 3  # patches a row; fit
-    y = torch.full((len(records), side * side), len(COLOURS))                                # empty: the last class
-    for i, r in enumerate(records):
-        for o in r['scene']: y[i, o.row * side + o.col] = list(COLOURS).index(o.colour)
-    colour = [LogisticRegression(max_iter=2000).fit(h[:n, c], y[:n, c]).score(h[n:, c], y[n:, c])
-              for c in range(side * side)]
+    res = {}
+    for attr, classes in (('colour', list(COLOURS)), ('shape', list(SHAPES))):
+        y = torch.full((len(records), side * side), len(classes))                            # empty: the last class
+        for i, r in enumerate(records):
+            for o in r['scene']: y[i, o.row * side + o.col] = classes.index(getattr(o, attr))
+        res[attr] = min(LogisticRegression(max_iter=2000).fit(h[:n, c], y[:n, c]).score(h[n:, c], y[n:, c])
+                        for c in range(side * side))
     objs = torch.tensor([(i, o.row * side + o.col) for i, r in enumerate(records) for o in r['scene']])
     x, fit = h[objs[:, 0], objs[:, 1]], objs[:, 0] < n                   # each object's own patch; fitted or scored
     probe = LogisticRegression(max_iter=2000).fit(x[fit], objs[fit, 1])
-    return dict(colour=min(colour), cell=probe.score(x[~fit], objs[~fit, 1]))
+    return dict(res, cell=probe.score(x[~fit], objs[~fit, 1]))
