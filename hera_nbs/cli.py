@@ -31,12 +31,13 @@ def _scalar(anno):
     if typing.get_origin(anno) is Literal: return type(args[0])
     return _scalar(args[0]) if args and typing.get_origin(anno) not in (tuple, list) else anno
 
-def _argument(p:argparse.ArgumentParser, name:str, anno, default, help:str|None):
-    "Add the argument of one documented parameter."
+def _argument(p:argparse.ArgumentParser, name:str, anno, default, help:str|None, given_only:bool=False):
+    "Add the argument of one documented parameter; `given_only`: absent from the parsed arguments unless given."
     kw, flag = dict(help=help or ''), '--' + name.replace('_', '-')
     if default is inspect.Parameter.empty: return p.add_argument(name, type=_scalar(anno), **kw)
+    kw['default'] = argparse.SUPPRESS if given_only else default
     if anno is bool: return p.add_argument(flag, dest=name, action='store_false' if default else 'store_true', **kw)
-    kw.update(dest=name, default=default)
+    kw['dest'] = name
     if typing.get_origin(anno) is Literal: kw['choices'] = typing.get_args(anno)
     if anno is tuple or typing.get_origin(anno) in (tuple, list):
         args = typing.get_args(anno)
@@ -63,10 +64,11 @@ def parser(*sources, # Documented functions or dataclasses, whose parameters bec
            prog:str|None=None, # The command's name
           )->argparse.ArgumentParser:
     "An argparse parser with one argument per documented parameter of `sources`; the first one's docstring describes "
-    "it."
+    "it. A dataclass's fields are parsed only when given: its defaults are the function's to apply."
     p = argparse.ArgumentParser(prog=prog, description=sources[0].__doc__)
     for source in sources:
-        for name, (anno, default, help) in _documented(source).items(): _argument(p, name, anno, default, help)
+        for name, (anno, default, help) in _documented(source).items():
+            _argument(p, name, anno, default, help, given_only=dataclasses.is_dataclass(source))
     return p
 
 # %% ../nbs/15_cli.ipynb #06b29841

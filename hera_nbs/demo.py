@@ -88,17 +88,15 @@ SETTINGS = {'default': ({}, PartsRecipe()), 'quick': (QUICK_DEMO, QUICK_PARTS), 
 
 def demo_config(setting:str='default', # A key of `SETTINGS`
                 family:str='llava-qwen2', # Family of the tiny LM (`TINY_FAMILIES`)
-                **given, # `DemoConfig` fields; those that differ from the defaults win over the setting's
+                **given, # `DemoConfig` fields: each one given wins over the setting's
                )->DemoConfig:
     "The `DemoConfig` of a named setting; `score_samples`, unless given, is at most `n_train`."
     require(setting in SETTINGS, f'setting {setting!r}: choose one of {list(SETTINGS)}')
     fields, recipe = SETTINGS[setting]
     defaults = {f.name: f.default for f in dataclasses.fields(DemoConfig)}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
-    mine = {k: v for k, v in given.items() if k not in fields or v != defaults.get(k)}
-    cfg = {**defaults, **fields, **mine, 'parts': dataclasses.replace(recipe, family=family)}
-    if given.get('score_samples', defaults['score_samples']) == defaults['score_samples']:
-        cfg['score_samples'] = min(cfg['score_samples'], cfg['n_train'])
+    cfg = {**defaults, **fields, **given, 'parts': dataclasses.replace(recipe, family=family)}
+    if 'score_samples' not in given: cfg['score_samples'] = min(cfg['score_samples'], cfg['n_train'])
     return DemoConfig(**cfg)
 
 # %% ../nbs/14_demo.ipynb #a2171052
