@@ -78,7 +78,8 @@ class HeraLoss(nn.Module):
     @property
     def tau(self)->torch.Tensor:
         lo, hi = self.tau_range
-        return self.log_tau.clamp(math.log(lo), math.log(hi)).exp().squeeze(0)
+        log_tau = _at_least_fp32(self.log_tau)     # DeepSpeed holds it in bf16 with the model: τ is computed in fp32
+        return log_tau.clamp(math.log(lo), math.log(hi)).exp().squeeze(0)
 
     def positives(self,
                   t:torch.Tensor, # [N, D_t] teacher vectors

@@ -468,6 +468,12 @@ def train_step(accelerator:Accelerator, # The run's accelerator
     return lm, hera
 
 # %% ../nbs/12_train.ipynb #1c188d61
+def _one_dtype(hm:HeraModel, mixed_precision:str):
+    "Trained weights in DeepSpeed's dtype: ZeRO-3 flattens them into one buffer (the GPU check found fp32 log τ)."
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(mixed_precision, torch.float32)
+    for p in hm.parameters():
+        if p.requires_grad and p.dtype != dtype: p.data = p.data.to(dtype)   # log τ: made in fp32 beside the bf16 model
+
 def _stage_parts(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, teacher, accelerator:Accelerator,
                  out:Path, progress:bool)->tuple:
     "This stage's dataset, teacher vectors, optimiser, schedule, batches per epoch and optimiser steps."
@@ -477,6 +483,7 @@ def _stage_parts(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, tea
         feats = teacher_features(teacher, ds, cached, progress=progress and accelerator.is_main_process)
     set_trainable(hm.model, stage, cfg.lora_r)
     hm.loss.log_tau.requires_grad_(cfg.hera.lambda_hera > 0 and cfg.hera.learn_tau)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED: _one_dtype(hm, cfg.mixed_precision)
     opt = torch.optim.AdamW([p for p in hm.parameters() if p.requires_grad], lr=stage.lr,
                             weight_decay=stage.weight_decay)
     per_epoch = EpochBatches.n_batches(len(ds), stage.batch_size, accelerator.num_processes)
@@ -619,8 +626,10 @@ def fit(cfg:TrainConfig, # The run
         return read_json(out/'summary.json')
     out.mkdir(parents=True, exist_ok=True)
     _fresh_accelerate_state()
-    # cpu=True on a machine without CUDA, so that / CPU processes form one gloo group
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+    # cpu=True on a machine without CUDA, so that CPU processes form one gloo group; not under a DeepSpeed launch,
+    # which cpu=True would silently turn into a plain run (DeepSpeed's CPU accelerator runs ZeRO-3 without CUDA)
+    cpu = not torch.cuda.is_available() and os.environ.get('ACCELERATE_USE_DEEPSPEED', 'false').lower() != 'true'
+    accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
                               gradient_accumulation_steps=(cfg.stage1 or cfg.stage2).grad_accum, project_dir=str(out),
                               log_with=cfg.log_with if cfg.log_with and _has(cfg.log_with) else None)
     state = dict(read_json(ckpt/'state.json'), path=str(ckpt)) if ckpt else None

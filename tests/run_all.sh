@@ -33,7 +33,7 @@ stage "nbdev_export: hera_nbs/ must be exactly what the notebooks export" export
 stage "nbdev_clean: notebooks must be clean" clean_check
 stage "README.md must be what nbs/index.ipynb renders to" python .ci/readme.py --check
 stage "nbdev_test: every notebook, top to bottom (cells flagged gpu are skipped)" \
-  env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nbdev_test --n_workers 2 --do_print
+  env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nbdev_test --n_workers 2 --do_print --timing
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "== stages that failed before pytest (${#failed[@]}):"; printf '   - %s\n' "${failed[@]}"

@@ -2,10 +2,12 @@
 weights, the loss under autocast, accumulation windows per stage, tokenizers without a pad token, several fits in one
 notebook kernel (multi-process caches: tests/test_train.py). Each test failed on the code before its fix, but the
 accumulation test, which guards what accelerate already did (see there)."""
-import contextlib, enum, json, math, sys, types
+import contextlib, enum, json, math, os, subprocess, sys, types
+from pathlib import Path
 import pytest, torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from safetensors.torch import load_file
+from transformers import LlavaForConditionalGeneration
 from hera_nbs.heads import HeadPooler, gathered, head_factors
 from hera_nbs.data import LlavaCollate, LlavaDataset
 from hera_nbs.loss import HeraLoss
@@ -141,6 +143,39 @@ def test_zero3_can_flatten_every_parameter_and_old_scalar_tau_loads():
     loss.load_state_dict({'log_tau': torch.tensor(-1.0)})       # as saved when log τ was 0-d
     assert loss.log_tau.shape == (1,) and loss.tau.item() == pytest.approx(math.exp(-1.0))
     assert loss.tau.ndim == 0
+
+def test_zero3_under_a_real_deepspeed_engine_on_the_cpu(data, tmp_path):
+    """Both stages in bf16 under `accelerate launch` with configs/accelerate/zero3.yaml, DeepSpeed's CPU accelerator.
+    Failed twice before its fixes: `fit` forced cpu=True without CUDA, which silently made the launch a plain run;
+    then ZeRO-3 refused log τ in fp32 beside the bf16 weights (found on an H100 by bench/gpu_check.sh)."""
+    pytest.importorskip('deepspeed')
+    import yaml
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path/'run'
+    stage = dict(batch_size=12, max_steps=2)
+    cfg = dict(llm='tiny:llava-qwen2', teacher='tiny', output_dir=str(run), log_with=None, log_every=1,
+               checkpoint_every=2, probe_every=2, mixed_precision='bf16', hera=dict(k=4, score_samples=48),
+               stage1=dict(stage, data=str(data/'stage1.json')),
+               stage2=dict(stage, data=str(data/'stage2.json'), template='chat', train_llm='full', lr=2e-5))
+    (tmp_path/'cfg.yaml').write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, DS_ACCELERATOR='cpu', OMP_NUM_THREADS='1', PYTHONPATH=str(root))
+    launch = [sys.executable, '-m', 'accelerate.commands.launch', '--num_processes', '1']
+    zero3 = root/'configs'/'accelerate'/'zero3.yaml'
+    cmd = [*launch, '--config_file', str(zero3), '-m', 'hera_nbs.cli', 'train', str(tmp_path/'cfg.yaml')]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    zero = run/'checkpoint-stage1-0000002'/'pytorch_model'     # DeepSpeed's own checkpoint layout: the engine ran
+    assert (zero/'bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt').exists(), sorted(p.name for p in zero.iterdir())
+    rows = [json.loads(l) for l in (run/'log.jsonl').read_text().splitlines() if '"lm"' in l]
+    assert [r['stage'] for r in rows] == ['stage1'] * 2 + ['stage2'] * 2
+    assert all(math.isfinite(r['lm']) and math.isfinite(r['hera']) for r in rows)
+    assert rows[0]['tau'] == pytest.approx(0.07, rel=0.01)     # log τ in bf16 with the weights: 0.0702
+    final, info = LlavaForConditionalGeneration.from_pretrained(run/'final', output_loading_info=True)
+    assert not any(info.values()), info                         # gathered from the partitions: every weight, whole
+    ref = dict(tiny_mllm('llava-qwen2')[0].named_parameters())
+    vision = {k: p for k, p in final.named_parameters() if 'vision_tower' in k}   # frozen: as built, to bf16 rounding
+    assert len(vision) > 10 and all(p.shape == ref[k].shape for k, p in final.named_parameters())
+    for k, p in vision.items(): torch.testing.assert_close(p.float(), ref[k], rtol=1 / 128, atol=1e-6)
 
 def test_activation_checkpointing_on_old_and_new_transformers():
     "transformers 5.2x renamed gradient_checkpointing_enable (5.17 on the GPU machine has only the old name)."
