@@ -85,4 +85,5 @@ if __name__ == '__main__':
         if bad := stale(): sys.exit(f'saved outputs of {bad} do not match their code: run `python .ci/outputs.py`')
     else:
         os.environ.setdefault('OMP_NUM_THREADS', '1')
+        os.environ.setdefault('DS_ACCELERATOR', 'cpu')   # with deepspeed installed, accelerate imports it: no log line
         for name in (sys.argv[1:] or EXECUTED): refresh(name)

@@ -109,13 +109,15 @@ def streamed_lists(x:torch.Tensor, # [N, D] features, float32 on the CPU, finite
                    k:int, # Neighbours per sample
                    max_bytes:int=2**22, # Working memory for one block of Gram rows
                    values:bool=False, # Also return the similarities of the listed neighbours
+                   buf:torch.Tensor|None=None, # Float32 storage of the Gram rows, grown as needed (pass one to reuse)
                   )->torch.Tensor|tuple[torch.Tensor, torch.Tensor]:
     "Each sample's k nearest other samples by dot product, ordered as `lists_from_gram`: [N, k] int32."
     n, K = len(x), k + 1
     w = max(1, min(32, n // (2 * K)))              # runs of w columns: at least K of them
     nb, rows = n // w, max(1, min(n, max_bytes // (4 * n)))
     idx, val = np.empty((n, K), np.int64), np.empty((n, K), np.float32)
-    buf, select = x.new_empty(rows, n), _select_kernel()
+    buf = x.new_empty(0) if buf is None else buf
+    buf, select = buf.resize_(max(buf.numel(), rows * n))[:rows * n].view(rows, n), _select_kernel()
     for r in range(0, n, rows):
         g = torch.mm(x[r:r + rows], x.T, out=buf[:min(rows, n - r)])
         g.diagonal(r).fill_(float('-inf'))         # self excluded
@@ -162,7 +164,8 @@ def rows(self:KnnTable,
 def _tables(x:torch.Tensor, K:int, stream:bool)->tuple[torch.Tensor, torch.Tensor]:
     "Lists and similarities [g, N, K] of normalised sample-first features [N, g, D], in float32."
     if stream and x.device.type == 'cpu':                               # a block of Gram rows at a time
-        pairs = [streamed_lists(x[:, g].contiguous(), K, values=True) for g in range(x.shape[1])]
+        buf = x.new_empty(0)        # one Gram buffer for every set: fresh pages for each cost as much as its Gram
+        pairs = [streamed_lists(x[:, g].contiguous(), K, values=True, buf=buf) for g in range(x.shape[1])]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
     x = x.transpose(0, 1)
     return lists_from_gram(torch.bmm(x, x.transpose(1, 2)), K, values=True)
