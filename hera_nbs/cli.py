@@ -45,7 +45,7 @@ def _argument(p:argparse.ArgumentParser, name:str, anno, default, help:str|None,
         fixed = args and Ellipsis not in args and typing.get_origin(anno) is tuple    # tuple[int, int]: two values
         kw.update(nargs=len(args) if fixed else '+', type=inner[0] if inner else type(default[0]))
     else: kw['type'] = _scalar(anno)
-    if default is not None:
+    if default not in (None, ()):     # an empty tuple shows no default
         kw['help'] += f' (default: {" ".join(map(str, default)) if isinstance(default, tuple) else default})'
     p.add_argument(flag, **kw)
 

@@ -120,7 +120,7 @@ def load_mllm(llm:str='tiny:llava-qwen2', # `tiny:<family>` (a whole tiny LLaVA)
               seed:int=0, # Seed of `tiny:`'s random weights
              )->tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     "The MLLM a training run starts from, and its processor."
-    if llm.startswith('tiny:'): return tiny_mllm(llm[5:], seed=seed)
+    if llm.startswith('tiny:'): return tiny_mllm(llm[5:], seed=seed, dtype=dtype)
     if vision is None:
         raise ValueError(f'an LLM spec ({llm!r}) needs a vision encoder: set `vision` (e.g. siglip2-so400m)')
     (name, kw), (tower, _) = resolve(llm, 'llm'), resolve(vision, 'vision')

@@ -269,11 +269,13 @@ def _tiny_dir(family:str, seed:int, cache_dir)->Path:
 def tiny_mllm(family:str='llava-qwen2', # One of `TINY_FAMILIES`
               seed:int=0, # Seed of the random weights
               cache_dir:str|Path|None=None, # Cache root (default `cache_root()`)
+              dtype:torch.dtype=torch.float32, # Weights dtype, as a real checkpoint is loaded
              )->tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     "A tiny random-weight LLaVA and its processor, built by `build_llava` and loaded back with `from_pretrained`."
     d = _tiny_dir(family, seed, cache_dir)
     with quiet_loading():
-        return LlavaForConditionalGeneration.from_pretrained(d/'mllm').eval(), LlavaProcessor.from_pretrained(d/'mllm')
+        model = LlavaForConditionalGeneration.from_pretrained(d/'mllm', dtype=dtype).eval()
+        return model, LlavaProcessor.from_pretrained(d/'mllm')
 
 # %% ../nbs/01_models.ipynb #c5475335
 def tiny_llm(family:str='llava-qwen2', # One of `TINY_FAMILIES`
