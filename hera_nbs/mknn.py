@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools, math, warnings
 from dataclasses import dataclass
 from functools import partial
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -61,12 +62,24 @@ def lists_from_gram(sim:torch.Tensor, # [..., N, N] similarities (overwritten: t
     idx = idx.gather(-1, order).to(torch.int32)
     return (idx, vals) if values else idx
 
+# %% ../nbs/07_mknn.ipynb #d8fb9fe0
+try: import numba
+except ImportError: numba = None           # then `knn_table` takes the torch path (`lists_from_gram`)
+
+def _kernel(**options): # numba options beyond the defaults (e.g. fastmath flags)
+    "Decorator: compile with numba (cached on disk) where numba is installed, else leave the function as it is."
+    def compile_(fn):
+        if numba is None: return fn
+        return numba.njit(nogil=True, boundscheck=False, cache=True, **options)(fn)
+    return compile_
+
 # %% ../nbs/07_mknn.ipynb #a3878b27
+@_kernel()
 def _select_rows(g, # [B, N] float32 similarities of B rows (self already -inf)
-                 bm, # [B, nb] maxima of the column runs [b*W, (b+1)*W), W = N // nb
+                 bm, # [B, nb] maxima of the column runs [b*W, (b+1)*W), W = N // nb, nb >= K
                  out_idx, out_val, # [B, K] int64 / float32 outputs: the K largest, value desc then index asc
                 ):
-    "The kernel: plain Python that numba compiles (see `_select_kernel`)."
+    "The full-row kernel: the K largest of each whole row, touching few elements."
     B, N = g.shape
     nb, K = bm.shape[1], out_idx.shape[1]
     W = N // nb
@@ -97,31 +110,185 @@ def _select_rows(g, # [B, N] float32 similarities of B rows (self already -inf)
                 m = m + 1 if m < K else m
 
 # %% ../nbs/07_mknn.ipynb #5e19e022
-@functools.cache
-def _select_kernel():
-    "`_select_rows` compiled by numba (cached on disk), or None where numba is not installed."
-    try: import numba
-    except ImportError: return None
-    return numba.njit(nogil=True, boundscheck=False, cache=True)(_select_rows)
+def _full_rows(x:torch.Tensor, # [N, D] features
+               K:int, # List length
+               rows:np.ndarray, # Rows to list
+               idx:np.ndarray, val:np.ndarray, # [N, K] outputs: int64 / float32
+               block:int, # Rows per Gram block
+              ):
+    "The K largest of some rows from their whole Gram rows, `block` rows at a time (`_select_rows`)."
+    n = len(x)
+    w = max(1, min(32, n // (2 * K)))                  # runs of w columns: at least K of them
+    nb = n // w
+    for s in range(0, len(rows), block):
+        r = torch.from_numpy(rows[s:s + block])
+        xr = x[r] if len(r) >= 16 else torch.cat([x[r], x.new_zeros(16 - len(r), x.shape[1])])
+        g = (xr @ x.T)[:len(r)]                        # under 8 rows BLAS takes a path that rounds differently
+        g[torch.arange(len(r)), r] = float('-inf')      # self excluded
+        i, v = np.empty((len(r), K), np.int64), np.empty((len(r), K), np.float32)
+        _select_rows(g.numpy(), g[:, :nb * w].view(len(r), nb, w).amax(-1).numpy(), i, v)
+        idx[r.numpy()], val[r.numpy()] = i, v
+
+# %% ../nbs/07_mknn.ipynb #aee1ee5b
+@_kernel()
+def _key(v, # float32 similarity
+         j, # Index of the neighbour
+        ):
+    "One uint64 whose descending order is similarity descending, then index ascending."
+    u = np.uint64(np.float32(v + np.float32(0)).view(np.uint32))        # + 0: -0.0 becomes 0.0, as == treats it
+    u = (~u & np.uint64(0xffffffff)) if u >> np.uint64(31) else (u | np.uint64(0x80000000))
+    return (u << np.uint64(32)) | (~np.uint64(j) & np.uint64(0xffffffff))
+
+@_kernel()
+def _unkey(key, # A `_key`
+          ):
+    "The (similarity, index) of a key."
+    u = np.uint32(key >> np.uint64(32))
+    bits = (u & np.uint32(0x7fffffff)) if u >> np.uint32(31) else ~u
+    return np.uint32(bits).view(np.float32), np.int64(~np.uint32(key & np.uint64(0xffffffff)))
+
+# %% ../nbs/07_mknn.ipynb #c26bcf00
+@_kernel()
+def _compact(keys, count, bound, # [N, C] buffers of keys, [N] their fill, [N] the lists' bounds
+             r, # The list whose buffer is full
+             K, # List length
+            ):
+    "Sort a full buffer, keep what can still make the list, raise the bound; return it (inf: redo this list)."
+    row, C = keys[r], keys.shape[1]
+    for p in range(1, C):                                  # insertion sort, descending
+        v, q = row[p], p
+        while q > 0 and row[q - 1] < v:
+            row[q] = row[q - 1]
+            q -= 1
+        row[q] = v
+    kth = row[K - 1] >> np.uint64(32)                      # the K-th similarity, as its order key
+    m = K
+    while m < C and row[m] >> np.uint64(32) == kth: m += 1
+    if m == C:                                             # one tied value fills the buffer
+        count[r], bound[r] = -1, np.float32(np.inf)
+    else: count[r], bound[r] = m, _unkey(row[K - 1])[0]
+    return bound[r]
+
+# %% ../nbs/07_mknn.ipynb #1402c706
+@_kernel(fastmath={'reassoc', 'contract', 'nsz', 'arcp'})  # sums in any order: it is a guess
+def _guess(g, # [b, M] a strip: rows i0.. against columns i0..
+           i0, # Its first row
+           bound, # [N] float32: each list's bound, written for the strip's rows
+           z, # Standard-normal quantile of `want`
+           want, # Fraction of a row that should reach its bound
+          ):
+    "Bounds that about `want` of each row reaches: mean + z sd of its strip row, bisected where the count is off."
+    b, M = g.shape
+    m = want * (M - 1)                                     # the count expected on the strip row
+    for a in range(b):
+        row, s, s2 = g[a], np.float32(0), np.float32(0)
+        for c in range(M):
+            s += row[c]
+            s2 += row[c] * row[c]
+        d = row[a]                                         # self
+        mu = (s - d) / max(M - 1, 1)
+        sd = np.sqrt(max((s2 - d * d) / max(M - 1, 1) - mu * mu, np.float32(0)))
+        lo, hi, zz = np.float32(-1), np.float32(np.inf), np.float32(z)
+        for _ in range(8):
+            t, n_above = mu + zz * sd, np.int32(0)
+            for c in range(M): n_above += np.int32(row[c] >= t)
+            n_above -= np.int32(d >= t)
+            if n_above < 0.5 * m and zz > lo: hi, zz = zz, (lo + zz) / 2
+            elif n_above > 2 * m + 2: lo, zz = zz, (zz + hi) / 2 if hi < np.inf else zz + 1
+            else: break
+        bound[i0 + a] = mu + zz * sd if M > 1 and z > -np.inf else -np.inf
+
+# %% ../nbs/07_mknn.ipynb #10cb50b7
+_CTZ = np.array([0, 1, 48, 2, 57, 49, 28, 3, 61, 58, 50, 42, 38, 29, 17, 4, 62, 55, 59, 36, 53, 51, 43, 22, 45, 39,
+                 33, 30, 24, 18, 12, 5, 63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11, 46, 26, 40,
+                 15, 34, 20, 31, 10, 25, 14, 19, 9, 13, 8, 7, 6], np.int64)  # log2 of a power of 2, by de Bruijn
+
+@_kernel()
+def _filter_strip(g, i0, keys, count, bound, # a strip [b, M] from row i0, the buffers (see `_compact`)
+                  K, z, want, ctz, # list length, `_guess`'s z and want, `_CTZ`
+                 ):
+    "Guess the strip rows' bounds, then offer each pair (i0+a, i0+c), c > a, to both lists: 64-column masks "
+    "(vectorised), then their bits."
+    _guess(g, i0, bound, z, want)
+    b, M = g.shape
+    tc, C, one = bound[i0:], keys.shape[1], np.uint64(1)
+    for a in range(b):
+        r, row, tr = i0 + a, g[a], bound[i0 + a]
+        for w in range((a + 1) // 64, (M + 63) // 64):
+            base, x = 64 * w, np.uint64(0)
+            for c in range(64 if base + 64 <= M else M - base):     # bit c: reaches either list's bound
+                x |= np.uint64((row[base + c] >= tr) | (row[base + c] >= tc[base + c])) << np.uint64(c)
+            if base <= a: x &= ~((one << np.uint64(a + 1 - base)) - one) if a + 1 - base < 64 else np.uint64(0)
+            while x:
+                c = base + ctz[((x & (~x + one)) * np.uint64(0x03f79d71b4cb0a89)) >> np.uint64(58)]
+                x &= x - one
+                v, j, m = row[c], i0 + c, count[r]             # push into both buffers, counting only where due
+                keys[r, m] = _key(v, j)
+                count[r] = m + np.int64(v >= tr) * (m >= 0)
+                if count[r] == C: tr = _compact(keys, count, bound, r, K)
+                m = count[j]
+                keys[j, m] = _key(v, r)
+                count[j] = m + np.int64(v >= tc[c]) * (m >= 0)
+                if count[j] == C: _compact(keys, count, bound, j, K)
+        bound[r] = tr
+
+
+# %% ../nbs/07_mknn.ipynb #31c78c12
+@_kernel()
+def _finish(keys, count, # the buffers (see `_compact`)
+            idx, val, # [N, K] outputs: int64 / float32
+            redo, # [N] int64 scratch: the lists to redo
+           ):
+    "Each list's K largest keys, by rank among its buffer; return how many lists must be redone (first in `redo`)."
+    n, K = idx.shape
+    n_redo, top = 0, np.empty(K + 1, np.uint64)
+    for r in range(n):
+        m = count[r]
+        if m < K:                                          # its guess was too high, or ties filled it
+            redo[n_redo] = r
+            n_redo += 1
+            continue
+        for p in range(m):
+            key, rank = keys[r, p], 0
+            for q in range(m): rank += keys[r, q] > key
+            top[min(rank, K)] = key                        # no branch: ranks past K land in a spare slot
+        for p in range(K): val[r, p], idx[r, p] = _unkey(top[p])
+    return n_redo
+
 
 # %% ../nbs/07_mknn.ipynb #cc289a13
+_BUFFER, _EXTRA, _SEEN = 64, 15, 6   # keys a list buffers; candidates beyond K its bound aims at; and at least
+                                      # this many on its strip row (short strip rows guess from few elements)
+
+def _half_gram(x, K, block, buf, idx, val)->np.ndarray:
+    "The K largest of every row from the upper triangle, a strip at a time, into idx/val; return the rows to redo."
+    n, n_strips = len(x), -(-len(x) // block)
+    edges = [round(i * n / n_strips) for i in range(n_strips + 1)]
+    keys = buf[:n * 2 * _BUFFER].view(torch.int64).numpy().view(np.uint64).reshape(n, _BUFFER)
+    gram, count = buf[n * 2 * _BUFFER:], np.zeros(n, np.int64)
+    bound = np.empty(n, np.float32)
+    for i0, i1 in reversed(list(zip(edges[:-1], edges[1:]))):
+        g = torch.mm(x[i0:i1], x[i0:].T, out=gram[:(i1 - i0) * (n - i0)].view(i1 - i0, n - i0)).numpy()
+        want = max((K + _EXTRA) / (n - 1), _SEEN / max(n - i0 - 1, 1))
+        z = NormalDist().inv_cdf(1 - want) if want < 1 else -math.inf
+        _filter_strip(g, i0, keys, count, bound, K, np.float32(z), want, _CTZ)
+    redo = np.empty(n, np.int64)
+    return redo[:_finish(keys, count, idx, val, redo)]
+
 def streamed_lists(x:torch.Tensor, # [N, D] features, float32 on the CPU, finite (see `check_features`)
                    k:int, # Neighbours per sample
-                   max_bytes:int=2**22, # Working memory for one block of Gram rows
+                   max_bytes:int=2**22, # Working memory for one strip of Gram rows
                    values:bool=False, # Also return the similarities of the listed neighbours
-                   buf:torch.Tensor|None=None, # Float32 storage of the Gram rows, grown as needed (pass one to reuse)
+                   buf:torch.Tensor|None=None, # Float32 storage of strips and keys, grown as needed (pass one to reuse)
                   )->torch.Tensor|tuple[torch.Tensor, torch.Tensor]:
     "Each sample's k nearest other samples by dot product, ordered as `lists_from_gram`: [N, k] int32."
     n, K = len(x), k + 1
-    w = max(1, min(32, n // (2 * K)))              # runs of w columns: at least K of them
-    nb, rows = n // w, max(1, min(n, max_bytes // (4 * n)))
-    idx, val = np.empty((n, K), np.int64), np.empty((n, K), np.float32)
+    block = max(1, min(128, max_bytes // (4 * n)))
     buf = x.new_empty(0) if buf is None else buf
-    buf, select = buf.resize_(max(buf.numel(), rows * n))[:rows * n].view(rows, n), _select_kernel()
-    for r in range(0, n, rows):
-        g = torch.mm(x[r:r + rows], x.T, out=buf[:min(rows, n - r)])
-        g.diagonal(r).fill_(float('-inf'))         # self excluded
-        select(g.numpy(), g[:, :nb * w].view(len(g), nb, w).amax(-1).numpy(), idx[r:r + rows], val[r:r + rows])
+    buf.resize_(max(buf.numel(), (block + 2 * _BUFFER) * n))    # the strips and the keys: touched once, then reused
+    idx, val = np.empty((n, K), np.int64), np.empty((n, K), np.float32)
+    redo = np.arange(n) if K > _BUFFER // 2 else _half_gram(x, K, block, buf, idx, val)
+    if len(redo): _full_rows(x, K, redo, idx, val, block)
     lists = torch.from_numpy(idx[:, :k]).to(torch.int32)
     return (lists, torch.from_numpy(val[:, :k])) if values else lists
 
@@ -165,7 +332,7 @@ def _tables(x:torch.Tensor, K:int, stream:bool)->tuple[torch.Tensor, torch.Tenso
     "Lists and similarities [g, N, K] of normalised sample-first features [N, g, D], in float32."
     if stream and x.device.type == 'cpu':                               # a block of Gram rows at a time
         buf = x.new_empty(0)        # one Gram buffer for every set: fresh pages for each cost as much as its Gram
-        pairs = [streamed_lists(x[:, g].contiguous(), K, values=True, buf=buf) for g in range(x.shape[1])]
+        pairs = [streamed_lists(x[:, g], K, values=True, buf=buf) for g in range(x.shape[1])]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
     x = x.transpose(0, 1)
     return lists_from_gram(torch.bmm(x, x.transpose(1, 2)), K, values=True)
@@ -190,7 +357,7 @@ def _lists_of_chunk(x:torch.Tensor, k:int, normalize:bool, stream:bool)->KnnTabl
 def _chunked_lists(chunk, # chunk(i, j) -> [N, j-i, D] features of groups i..j-1, sample-first
                    n_groups:int, n:int, d:int, k:int, normalize:bool, max_bytes:int)->KnnTable:
     "The `KnnTable` of `n_groups` feature sets, a memory-bounded chunk of groups at a time: [n_groups, N, ...]."
-    stream = _select_kernel() is not None
+    stream = numba is not None
     per_group = 4 * n * (8 * d if stream else n)        # streamed: a normalised copy (1/8 of the budget), else a Gram
     step = max(1, min(n_groups, max_bytes // per_group))
     parts = [_lists_of_chunk(chunk(i, min(i + step, n_groups)), k, normalize, stream)
@@ -227,6 +394,17 @@ def knn_lists(x:torch.Tensor, # [..., N, D] features (leading dims: heads, layer
     return knn_table(x, k, normalize, max_bytes).idx[..., :k]
 
 # %% ../nbs/07_mknn.ipynb #a619da17
+@_kernel()
+def _shared(a, b, out): # [S, N, k] and [N, k] lists, [S, N] int64 output
+    "How many of each row's entries in `a` also appear in the same row of `b`."
+    S, N, k = a.shape
+    for s in range(S):
+        for i in range(N):
+            c = 0
+            for p in range(k):
+                for q in range(k): c += a[s, i, p] == b[i, q]
+            out[s, i] = c
+
 def overlap(a:torch.Tensor, # [..., N, ka] neighbour lists, ka >= k
             b:torch.Tensor, # [N, kb] neighbour lists (broadcast against a), kb >= k
             k:int, # Neighbourhood size
@@ -235,7 +413,12 @@ def overlap(a:torch.Tensor, # [..., N, ka] neighbour lists, ka >= k
     if k > min(a.shape[-1], b.shape[-1]):
         raise ValueError(f'k={k} exceeds the cached lists ({a.shape[-1]}, {b.shape[-1]} neighbours)')
     a, b = a[..., :k], b[..., :k]
-    return (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).sum(-1) / k
+    if numba is None or a.device.type != 'cpu' or b.ndim != 2 or a.dtype != b.dtype:   # lists hold no repeats:
+        return (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).sum(-1) / k                 # the torch form counts the same
+    out = np.empty(a.shape[:-1], np.int64)
+    _shared(a.reshape(-1, *a.shape[-2:]).contiguous().numpy(), b.contiguous().numpy(), out.reshape(-1, a.shape[-2]))
+    return torch.from_numpy(out) / k
+
 
 # %% ../nbs/07_mknn.ipynb #c804dfb7
 def membership(rank:torch.Tensor, # [..., W] `dense_rank`s of ordered lists

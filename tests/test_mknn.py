@@ -2,8 +2,9 @@
 import itertools, random
 import pytest, torch
 import torch.nn.functional as F
-from hera_nbs.mknn import (NeighbourCache, bootstrap_ci, chance_level, knn_lists, mutual_knn, permutation_null,
-                           score_heads, score_layers)
+import hera_nbs.mknn as mknn_module
+from hera_nbs.mknn import (NeighbourCache, bootstrap_ci, chance_level, knn_lists, lists_from_gram, mutual_knn,
+                           permutation_null, score_heads, score_layers, streamed_lists)
 from hera_nbs.select import select_heads
 
 def brute_knn(x, k, normalize=True):
@@ -130,6 +131,32 @@ def test_batched_heads_equal_per_head_and_chunking_changes_nothing():
     assert torch.equal(knn_lists(heads.movedim(0, -2), 6), knn_lists(heads.movedim(0, -2), 6, max_bytes=1))
     torch.testing.assert_close(score_layers(hidden, teacher, k=6),
                                torch.tensor([mutual_knn(hidden[:, l], teacher, 6) for l in range(3)]), rtol=0, atol=1e-6)
+
+@pytest.mark.parametrize('n,d,kind', [(1000, 64, 'cosine'), (2051, 16, 'cosine'), (1500, 2, 'cosine'),
+                                      (1200, 32, 'raw'), (1000, 8, 'coarse'), (1300, 64, 'clustered')])
+def test_half_gram_lists_equal_whole_gram_lists(n, d, kind):
+    "The strip kernels against `lists_from_gram` on the whole Gram matrix: the same lists and similarities (the same "
+    "dot products, computed by differently shaped matrix products: equal here, to the last bit on this project's CPUs)."
+    g = torch.Generator().manual_seed(n + d)
+    x = torch.randn(n, d, generator=g)
+    if kind == 'clustered':                                                # hubs and near-ties
+        x = torch.randn(20, d, generator=g).repeat(n // 20 + 1, 1)[:n] + 0.05 * x
+    if kind == 'coarse': x = x.round()                                     # exact ties, some past the buffer
+    if kind != 'raw' and kind != 'coarse': x = F.normalize(x, dim=-1)
+    ref, ref_val = lists_from_gram(x @ x.T, 10, values=True)
+    for max_bytes in (2**22, 4 * n * 40):                                   # strips of 128 and of 40 rows
+        lists, val = streamed_lists(x, 10, max_bytes=max_bytes, values=True)
+        assert torch.equal(lists, ref)
+        torch.testing.assert_close(val, ref_val, rtol=0, atol=1e-6)
+
+def test_half_gram_lists_survive_bad_guesses():
+    "Guessed bounds far too high (every list redone) or far too low (buffers fill and compact): the same lists."
+    x = F.normalize(torch.randn(900, 24, generator=torch.Generator().manual_seed(3)), dim=-1)
+    ref = lists_from_gram(x @ x.T, 10)
+    for extra in (-10, 200):
+        old, mknn_module._EXTRA = mknn_module._EXTRA, extra
+        try: assert torch.equal(streamed_lists(x, 10), ref)
+        finally: mknn_module._EXTRA = old
 
 def test_cached_lists_serve_every_smaller_k():
     g = torch.Generator().manual_seed(2)
