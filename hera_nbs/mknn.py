@@ -139,6 +139,7 @@ def _key(v, # float32 similarity
     u = (~u & np.uint64(0xffffffff)) if u >> np.uint64(31) else (u | np.uint64(0x80000000))
     return (u << np.uint64(32)) | (~np.uint64(j) & np.uint64(0xffffffff))
 
+# %% ../nbs/07_mknn.ipynb #25c3bb72
 @_kernel()
 def _unkey(key, # A `_key`
           ):
@@ -203,6 +204,7 @@ _CTZ = np.array([0, 1, 48, 2, 57, 49, 28, 3, 61, 58, 50, 42, 38, 29, 17, 4, 62, 
                  33, 30, 24, 18, 12, 5, 63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11, 46, 26, 40,
                  15, 34, 20, 31, 10, 25, 14, 19, 9, 13, 8, 7, 6], np.int64)  # log2 of a power of 2, by de Bruijn
 
+# %% ../nbs/07_mknn.ipynb #f1b08e3f
 @_kernel()
 def _filter_strip(g, i0, keys, count, bound, # a strip [b, M] from row i0, the buffers (see `_compact`)
                   K, z, want, ctz, # list length, `_guess`'s z and want, `_CTZ`
@@ -232,7 +234,6 @@ def _filter_strip(g, i0, keys, count, bound, # a strip [b, M] from row i0, the b
                 if count[j] == C: _compact(keys, count, bound, j, K)
         bound[r] = tr
 
-
 # %% ../nbs/07_mknn.ipynb #31c78c12
 @_kernel()
 def _finish(keys, count, # the buffers (see `_compact`)
@@ -256,10 +257,11 @@ def _finish(keys, count, # the buffers (see `_compact`)
     return n_redo
 
 
-# %% ../nbs/07_mknn.ipynb #cc289a13
+# %% ../nbs/07_mknn.ipynb #aa8534f2
 _BUFFER, _EXTRA, _SEEN = 64, 15, 6   # keys a list buffers; candidates beyond K its bound aims at; and at least
                                       # this many on its strip row (short strip rows guess from few elements)
 
+# %% ../nbs/07_mknn.ipynb #cc289a13
 def _half_gram(x, K, block, buf, idx, val)->np.ndarray:
     "The K largest of every row from the upper triangle, a strip at a time, into idx/val; return the rows to redo."
     n, n_strips = len(x), -(-len(x) // block)
@@ -275,6 +277,7 @@ def _half_gram(x, K, block, buf, idx, val)->np.ndarray:
     redo = np.empty(n, np.int64)
     return redo[:_finish(keys, count, idx, val, redo)]
 
+# %% ../nbs/07_mknn.ipynb #37f311ed
 def streamed_lists(x:torch.Tensor, # [N, D] features, float32 on the CPU, finite (see `check_features`)
                    k:int, # Neighbours per sample
                    max_bytes:int=2**22, # Working memory for one strip of Gram rows
@@ -405,6 +408,7 @@ def _shared(a, b, out): # [S, N, k] and [N, k] lists, [S, N] int64 output
                 for q in range(k): c += a[s, i, p] == b[i, q]
             out[s, i] = c
 
+# %% ../nbs/07_mknn.ipynb #f24ae23f
 def overlap(a:torch.Tensor, # [..., N, ka] neighbour lists, ka >= k
             b:torch.Tensor, # [N, kb] neighbour lists (broadcast against a), kb >= k
             k:int, # Neighbourhood size
@@ -418,7 +422,6 @@ def overlap(a:torch.Tensor, # [..., N, ka] neighbour lists, ka >= k
     out = np.empty(a.shape[:-1], np.int64)
     _shared(a.reshape(-1, *a.shape[-2:]).contiguous().numpy(), b.contiguous().numpy(), out.reshape(-1, a.shape[-2]))
     return torch.from_numpy(out) / k
-
 
 # %% ../nbs/07_mknn.ipynb #c804dfb7
 def membership(rank:torch.Tensor, # [..., W] `dense_rank`s of ordered lists
