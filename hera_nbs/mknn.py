@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_mknn.ipynb #362a032b
 from __future__ import annotations
-import functools, math, warnings
+import math, warnings
 from dataclasses import dataclass
 from functools import partial
 from statistics import NormalDist
@@ -207,11 +207,9 @@ _CTZ = np.array([0, 1, 48, 2, 57, 49, 28, 3, 61, 58, 50, 42, 38, 29, 17, 4, 62, 
 # %% ../nbs/07_mknn.ipynb #f1b08e3f
 @_kernel()
 def _filter_strip(g, i0, keys, count, bound, # a strip [b, M] from row i0, the buffers (see `_compact`)
-                  K, z, want, ctz, # list length, `_guess`'s z and want, `_CTZ`
+                  K, ctz, # list length, `_CTZ`
                  ):
-    "Guess the strip rows' bounds, then offer each pair (i0+a, i0+c), c > a, to both lists: 64-column masks "
-    "(vectorised), then their bits."
-    _guess(g, i0, bound, z, want)
+    "Offer each pair (i0+a, i0+c), c > a, of a strip to both lists: 64-column masks (vectorised), then their bits."
     b, M = g.shape
     tc, C, one = bound[i0:], keys.shape[1], np.uint64(1)
     for a in range(b):
@@ -273,7 +271,8 @@ def _half_gram(x, K, block, buf, idx, val)->np.ndarray:
         g = torch.mm(x[i0:i1], x[i0:].T, out=gram[:(i1 - i0) * (n - i0)].view(i1 - i0, n - i0)).numpy()
         want = max((K + _EXTRA) / (n - 1), _SEEN / max(n - i0 - 1, 1))
         z = NormalDist().inv_cdf(1 - want) if want < 1 else -math.inf
-        _filter_strip(g, i0, keys, count, bound, K, np.float32(z), want, _CTZ)
+        _guess(g, i0, bound, np.float32(z), want)
+        _filter_strip(g, i0, keys, count, bound, K, _CTZ)
     redo = np.empty(n, np.int64)
     return redo[:_finish(keys, count, idx, val, redo)]
 
