@@ -26,10 +26,10 @@ from .train import HeraConfig, StageConfig, TrainConfig, changes, fit, plot_trai
 from .world import PRIOR, WORLD_SEEDS, cooccurrence, world_pairs, write_llava
 
 # %% auto #0
-__all__ = ['VARIANTS', 'QUICK_DEMO', 'FULL_DEMO', 'SETTINGS', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig', 'demo_config',
-           'write_world', 'llm_spec', 'scoring_dir', 'variant_selection', 'train_config', 'run_variant', 'default_jobs',
-           'run_variants', 'headline', 'aggregate', 'results_table', 'results_figure', 'heatmaps_figure', 'claim_demo',
-           'run_demo', 'dose_response', 'dose_figure']
+__all__ = ['VARIANTS', 'QUICK_DEMO', 'FULL_DEMO', 'FULL_PARTS', 'SETTINGS', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig',
+           'demo_config', 'write_world', 'llm_spec', 'scoring_dir', 'variant_selection', 'train_config', 'run_variant',
+           'default_jobs', 'run_variants', 'headline', 'aggregate', 'results_table', 'results_figure',
+           'heatmaps_figure', 'claim_demo', 'run_demo', 'dose_response', 'dose_figure']
 
 # %% ../nbs/14_demo.ipynb #20b636d4
 VARIANTS = {  # name -> (HeRA on, which heads, the teacher's folder among the parts)
@@ -83,8 +83,9 @@ def check(self:DemoConfig):
             f'k+1 = {HeraConfig.k + 1} samples per batch')
 
 # %% ../nbs/14_demo.ipynb #f709c7a1
-FULL_DEMO = dict(variants=tuple(VARIANTS), seeds=(0, 1, 2), n_train=8192, steps=(128, 1200))
-SETTINGS = {'default': ({}, PartsRecipe()), 'quick': (QUICK_DEMO, QUICK_PARTS), 'full': (FULL_DEMO, PartsRecipe())}
+FULL_DEMO = dict(variants=tuple(VARIANTS), seeds=(0, 1, 2), n_train=32768, steps=(128, 1800), lr=(1e-3, 1e-3))
+FULL_PARTS = PartsRecipe(lm_width=128)   # an LM twice as wide: heads of 16 dimensions
+SETTINGS = {'default': ({}, PartsRecipe()), 'quick': (QUICK_DEMO, QUICK_PARTS), 'full': (FULL_DEMO, FULL_PARTS)}
 
 def demo_config(setting:str='default', # A key of `SETTINGS`
                 family:str='llava-qwen2', # Family of the tiny LM (`TINY_FAMILIES`)

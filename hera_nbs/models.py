@@ -22,8 +22,8 @@ from .store import cache_root, cached_dir, fingerprint, require
 __all__ = ['SUPPORTED', 'TEXT_BACKBONES', 'LLMS', 'VISION_ENCODERS', 'VISION_TOWERS', 'IMAGE_TOKEN', 'CHATML', 'TINY_FAMILIES',
            'TINY_TEXT', 'TINY_VISION', 'TEACHERS', 'TEACHER_TOWERS', 'TINY_TEACHER', 'quiet_loading', 'HeadGeometry',
            'head_geometry', 'split_heads', 'head_outputs', 'check_head_identity', 'load_tokenizer', 'build_llava',
-           'tiny_tokenizer', 'tiny_family', 'tiny_text_config', 'tiny_recipe', 'tiny_mllm', 'tiny_llm', 'Teacher',
-           'teacher_from_pretrained', 'tiny_teacher']
+           'tiny_tokenizer', 'tiny_family', 'widened', 'tiny_text_config', 'tiny_recipe', 'tiny_mllm', 'tiny_llm',
+           'Teacher', 'teacher_from_pretrained', 'tiny_teacher']
 
 # %% ../nbs/01_models.ipynb #41f540a4
 @contextlib.contextmanager
@@ -225,12 +225,24 @@ def tiny_family(family:str, # One of `TINY_FAMILIES`
     cls, extra = TINY_FAMILIES[family]
     return cls, {**TINY_TEXT, **extra}
 
+# %% ../nbs/01_models.ipynb #4eaa1610
+def widened(kw:dict, # A text config's fields (`tiny_family`)
+            width:int, # The new hidden size: a multiple of twice the heads
+           )->dict:
+    "The fields with hidden size `width`, an MLP twice as wide, and as many heads, each `width / heads` wide."
+    heads = kw['num_attention_heads']
+    require(width % (2 * heads) == 0, f'width {width}: use a multiple of {2 * heads} ({heads} heads of an even size)')
+    return {**kw, 'hidden_size': width, 'intermediate_size': 2 * width,
+            **({'head_dim': width // heads} if 'head_dim' in kw else {})}
+
 # %% ../nbs/01_models.ipynb #435e7d32
 def tiny_text_config(family:str, # One of `TINY_FAMILIES`
                      tok, # The tokenizer the LM is sized for
+                     width:int|None=None, # Hidden size instead of `TINY_TEXT`'s (`widened`)
                     )->transformers.PretrainedConfig:
     "The config of a tiny family's causal LM (random-weight here, pretrained in `hera_nbs.parts`)."
     cls, kw = tiny_family(family)
+    if width is not None: kw = widened(kw, width)
     return getattr(transformers, cls)(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                                       bos_token_id=None, **kw)
 

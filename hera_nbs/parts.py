@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import trange
 from transformers import AutoModelForCausalLM
 
-from .models import quiet_loading, tiny_family, tiny_text_config, tiny_tokenizer
+from .models import quiet_loading, tiny_family, tiny_text_config, tiny_tokenizer, widened
 from .store import cache_root, cached_dir, fingerprint, write_json
 from .world import COLOURS, NUMBERS, PARTNER, PRIOR, SHAPES, WORLD_SEEDS, describe, questions, world_pairs
 
@@ -50,6 +50,7 @@ class PartsRecipe:
     teacher_steps:int = 600     # the self-supervised teacher
     oracle_steps:int = 1500     # the attribute-supervised ("oracle") teacher, an ablation
     lm_steps:int = 600
+    lm_width:int|None = None    # the LM's hidden size (None: `TINY_TEXT`'s 64; the `full` setting's: 128)
     def __post_init__(self): tiny_family(self.family)   # an unknown family fails here, naming the known ones
 
 QUICK_PARTS = PartsRecipe(n_scenes=1024, vision_steps=400, teacher_steps=300, oracle_steps=1500, lm_steps=800)
@@ -220,7 +221,7 @@ def pretrain_lm(r:PartsRecipe, # The recipe
                )->tuple[nn.Module, list]:
     "A tiny causal LM trained on `lm_texts` of the records; and its losses."
     torch.manual_seed(r.seed + 2)
-    model = AutoModelForCausalLM.from_config(tiny_text_config(r.family, tok))
+    model = AutoModelForCausalLM.from_config(tiny_text_config(r.family, tok, r.lm_width))
     enc = tok(lm_texts(records, tok, r.seed), padding=True, return_tensors='pt')
     ids, mask = enc['input_ids'], enc['attention_mask']
     labels = ids.masked_fill(mask == 0, -100)
@@ -406,7 +407,7 @@ def save_oracle(d:Path, # Empty folder to fill: the oracle teacher, its processo
 
 # %% ../nbs/03_parts.ipynb #c51a2f73
 _TRAINING_CODE = (fit_steps, pixels, vision_processor, caption_ids, pretrain_vision, vision_tower, scene_attributes,
-                  teacher_processor, pretrain_teacher, lm_texts, tiny_text_config, pretrain_lm, save_parts,
+                  teacher_processor, pretrain_teacher, lm_texts, tiny_text_config, widened, pretrain_lm, save_parts,
                   completion_logprob, partner_probs, knn_agreement, held_out_checks, caption_logprobs, _swap,
                   prior_effect, new_teacher, knn_attribute_share, pretraining_records, check_records,
                   augment, pretrain_oracle, view_retrieval, teacher_checks, save_oracle)
