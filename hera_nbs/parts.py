@@ -51,7 +51,9 @@ class PartsRecipe:
     oracle_steps:int = 1500     # the attribute-supervised ("oracle") teacher, an ablation
     lm_steps:int = 600
     lm_width:int|None = None    # the LM's hidden size (None: `TINY_TEXT`'s 64; the `full` setting's: 128)
-    def __post_init__(self): tiny_family(self.family)   # an unknown family fails here, naming the known ones
+    def __post_init__(self):   # an unknown family or a width the LM cannot have fails here, before any training
+        _, text = tiny_family(self.family)
+        if self.lm_width is not None: widened(text, self.lm_width)
 
 QUICK_PARTS = PartsRecipe(n_scenes=1024, vision_steps=400, teacher_steps=300, oracle_steps=1500, lm_steps=800)
 
