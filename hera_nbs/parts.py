@@ -407,6 +407,30 @@ def save_oracle(d:Path, # Empty folder to fill: the oracle teacher, its processo
     write_json(Path(d)/'report.json', report)
     return report
 
+# %% ../nbs/03_parts.ipynb #f8c8ac97
+_STRING_PIECES = ('FSTRING_START', 'TSTRING_START'), ('FSTRING_END', 'TSTRING_END')   # Python 3.12+ and 3.14+
+
+def _span(lines:list[str], start:tuple[int, int], end:tuple[int, int])->str:
+    "The source text from `start` to `end`, (row, column) as tokenize counts them: rows from 1."
+    (r0, c0), (r1, c1) = start, end
+    if r0 == r1: return lines[r0 - 1][c0:c1]
+    return lines[r0 - 1][c0:] + ''.join(lines[r0:r1 - 1]) + lines[r1 - 1][:c1]
+
+# %% ../nbs/03_parts.ipynb #f8c8ac97
+def _tokens(tokens, lines:list[str])->list[str]:
+    "Token strings, comments and blank lines aside; a string read in pieces (3.12+) as the one source text they span."
+    out, depth, start = [], 0, None
+    for t in tokens:
+        name = tokenize.tok_name.get(t.type)
+        if name in _STRING_PIECES[0]:
+            if depth == 0: start = t.start
+            depth += 1
+        elif name in _STRING_PIECES[1]:
+            depth -= 1
+            if depth == 0: out.append(_span(lines, start, t.end))
+        elif depth == 0 and t.type not in (tokenize.COMMENT, tokenize.NL): out.append(t.string)
+    return out
+
 # %% ../nbs/03_parts.ipynb #c51a2f73
 _TRAINING_CODE = (fit_steps, pixels, vision_processor, caption_ids, pretrain_vision, vision_tower, scene_attributes,
                   teacher_processor, pretrain_teacher, lm_texts, tiny_text_config, widened, pretrain_lm, save_parts,
@@ -416,8 +440,8 @@ _TRAINING_CODE = (fit_steps, pixels, vision_processor, caption_ids, pretrain_vis
 
 def _code(obj)->list[str]:
     "The tokens of a function's or module's source, comments aside: a comment or a moved notebook rebuilds nothing."
-    tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(obj)).readline)
-    return [t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL)]
+    src = inspect.getsource(obj)
+    return _tokens(tokenize.generate_tokens(io.StringIO(src).readline), src.splitlines(keepends=True))
 
 def parts_fingerprint(r:PartsRecipe, # The recipe
                      )->str:
