@@ -46,6 +46,7 @@ class DemoConfig:
     seeds:tuple[int, ...] = (0,)            # training seeds: projector initialisation and data order
     world_seed:int = 0                      # the world's scenes and questions
     n_train:int = 1024                      # training scenes per stage
+    turns:int = 2                           # question turns per stage-2 scene (1-4: every scene has 4 kinds)
     n_eval:int = 128                        # held-out scenes (no prior) the runs are evaluated on
     n_probe:int = 256                       # held-out scenes the heads are probed on (the first n_eval are shared)
     steps:tuple[int, int] = (64, 480)       # optimizer steps of stage 1 and stage 2
@@ -70,6 +71,7 @@ def check(self:DemoConfig):
     require(bool(self.seeds), 'seeds is empty: give at least one seed')
     for name in ('n_train', 'n_eval', 'n_probe', 'batch_size', 'checkpoint_every'):
         require(getattr(self, name) >= 1, f'{name} = {getattr(self, name)}: it must be at least 1')
+    require(1 <= self.turns <= 4, f'turns = {self.turns}: ask 1 to 4 questions per scene (4 kinds on every scene)')
     require(len(self.steps) == 2 and min(self.steps) >= 1, f'steps = {self.steps}: two step counts (stage 1, 2), >= 1')
     require(len(self.lr) == 2 and min(self.lr) > 0, f'lr = {self.lr}: two positive learning rates (stage 1, 2)')
     require(self.lambda_hera >= 0, f'lambda_hera = {self.lambda_hera}: use 0 or a positive weight (the paper: 0.01)')
@@ -83,7 +85,8 @@ def check(self:DemoConfig):
             f'k+1 = {HeraConfig.k + 1} samples per batch')
 
 # %% ../nbs/14_demo.ipynb #f709c7a1
-FULL_DEMO = dict(variants=tuple(VARIANTS), seeds=(0, 1, 2), n_train=32768, steps=(128, 1800), lr=(1e-3, 1e-3))
+FULL_DEMO = dict(variants=tuple(VARIANTS), seeds=(0, 1, 2), n_train=32768, turns=1, steps=(128, 4800),
+                 lr=(1e-3, 1e-3))
 FULL_PARTS = PartsRecipe(lm_width=128)   # an LM twice as wide: heads of 16 dimensions
 SETTINGS = {'default': ({}, PartsRecipe()), 'quick': (QUICK_DEMO, QUICK_PARTS), 'full': (FULL_DEMO, FULL_PARTS)}
 
@@ -106,6 +109,7 @@ def write_world(out:str|Path, # The demo's output folder: the files go to `out/w
                 n_eval:int=128, # Held-out scenes to evaluate on
                 world_seed:int=0, # The world's scenes and questions
                 n_probe:int=256, # Held-out scenes to probe on (`held-out.json`)
+                turns:int=2, # Question turns per stage-2 scene
                )->tuple[list, list, dict]:
     "Write stage 1, stage 2 and held-out LLaVA files under `out/world`; return (training records, the `n_eval` "
     "held-out records, prior stats)."
@@ -113,7 +117,7 @@ def write_world(out:str|Path, # The demo's output folder: the files go to `out/w
     train = world_pairs(n_train, seed=WORLD_SEEDS['stage1'] + s, prior=PRIOR, split='train')
     write_llava(train, out, stage=1)
     stage2 = world_pairs(n_train, seed=WORLD_SEEDS['stage2'] + s, prior=PRIOR, split='train')
-    write_llava(stage2, out, stage=2, seed=s, text_only=n_train // 32)
+    write_llava(stage2, out, stage=2, seed=s, text_only=n_train // 32, turns=turns)
     held_out = world_pairs(max(n_eval, n_probe), seed=WORLD_SEEDS['evaluation'] + s, split='held-out', distinct=True)
     write_llava(held_out[:n_probe], out, stage=1, name='held-out')
     return train, held_out[:n_eval], cooccurrence([r['scene'] for r in train])
@@ -235,7 +239,8 @@ def run_variants(cfg:DemoConfig, # The demo run
     jobs = default_jobs(len(pairs)) if jobs is None else jobs
     require(jobs >= 1, f'jobs = {jobs}: train at least 1 run at a time')
     jobs = min(jobs, len(pairs))                                    # the threads go to the runs there are
-    done = _train_apart(cfg, parts, pairs, (records, held_out, stats), jobs, progress) if jobs > 1 else {}
+    whole = len(pairs) - len(pairs) % jobs                          # a last round of fewer runs: here, every thread
+    done = _train_apart(cfg, parts, pairs[:whole], (records, held_out, stats), jobs, progress) if jobs > 1 else {}
     for v, s in pairs:
         if (v, s) not in done: done[v, s] = run_variant(cfg, parts, v, s, records, held_out, stats, progress)
     return {v: {s: done[v, s] for s in cfg.seeds} for v in cfg.variants}
@@ -336,7 +341,8 @@ def run_demo(cfg:DemoConfig, # The demo run
     claim_demo(cfg)
     teachers = dict.fromkeys(['teacher'] + [VARIANTS[v][2] for v in cfg.variants])      # each scores once, in order
     parts = world_parts(cfg.parts, progress=progress, oracle='teacher-oracle' in teachers)
-    records, held_out, stats = write_world(cfg.out, cfg.n_train, cfg.n_eval, cfg.world_seed, cfg.n_probe)
+    records, held_out, stats = write_world(cfg.out, cfg.n_train, cfg.n_eval, cfg.world_seed, cfg.n_probe,
+                                           cfg.turns)
     records = records[:cfg.score_samples]
     model, tok = load_llm(llm_spec(cfg, parts), 'cpu')
     scorings = {t: score_and_select(model, tok, load_teacher(str(parts/t)), records, scoring_dir(cfg, t),

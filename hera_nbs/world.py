@@ -139,6 +139,7 @@ def write_llava(records:list[dict], # `world_pairs` records
                 seed:int=0, # Seed of the questions
                 text_only:int=0, # Extra samples without an image (stage 2), as LLaVA-665k has
                 name:str|None=None, # File name without `.json` (default `stage{stage}`), also the images' prefix
+                turns:int=2, # Question turns per scene (stage 2): at most 4 or 5, as many kinds as it has
                )->Path:
     "Write records as a LLaVA JSON file (`{name}.json`) with PNG images; return the JSON path."
     import io, json
@@ -153,7 +154,7 @@ def write_llava(records:list[dict], # `world_pairs` records
         atomic_write_bytes(folder/image, png.getvalue())
         if stage == 1: conv = [dict(value='<image>\n'), dict(value=r['caption'])]
         else:
-            qa = questions(r['scene'], rng)
+            qa = questions(r['scene'], rng, turns)
             conv = [dict(value='<image>\n' + qa[0][0]), dict(value=qa[0][1])]
             for q, a in qa[1:]: conv += [dict(value=q), dict(value=a)]
         for j, c in enumerate(conv): c['from'] = 'human' if j % 2 == 0 else 'gpt'
