@@ -143,7 +143,8 @@ def write_llava(records:list[dict], # `world_pairs` records
                )->Path:
     "Write records as a LLaVA JSON file (`{name}.json`) with PNG images; return the JSON path."
     import io, json
-    from hera_nbs.store import atomic_write_bytes
+    from hera_nbs.store import atomic_write_bytes, require
+    require(turns >= 1, f'turns = {turns}: ask at least one question per scene')
     folder, rng, name = Path(folder), random.Random(seed), name or f'stage{stage}'
     (folder/'images').mkdir(parents=True, exist_ok=True)
     out = []
