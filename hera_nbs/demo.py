@@ -325,7 +325,8 @@ def claim_demo(cfg:DemoConfig, # The demo run
     "`BadInput` if `cfg.out` holds a demo with another configuration; else record this one there (`demo.json`)."
     saved, now = Path(cfg.out)/'demo.json', json.loads(json.dumps(asdict(cfg)))
     if saved.exists():
-        changed = changes(read_json(saved), now)
+        old = {**json.loads(json.dumps(asdict(DemoConfig()))), **read_json(saved)}   # a field it predates: its default
+        changed = changes(old, now)
         require(not changed, f'{cfg.out} holds a demo with another configuration ({"; ".join(changed[:3])}): choose '
                 f'another --out, or delete {cfg.out} to start over')
     write_json(saved, now)
