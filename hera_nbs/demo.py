@@ -87,7 +87,7 @@ def check(self:DemoConfig):
 # %% ../nbs/14_demo.ipynb #f709c7a1
 FULL_DEMO = dict(variants=tuple(VARIANTS), seeds=(0, 1, 2), n_train=32768, turns=1, steps=(128, 4800),
                  lr=(1e-3, 1e-3))
-FULL_PARTS = PartsRecipe(lm_width=128)   # an LM twice as wide: heads of 16 dimensions
+FULL_PARTS = PartsRecipe(lm_width=128, whole_words=True)   # an LM twice as wide (heads of 16 dimensions), words whole
 SETTINGS = {'default': ({}, PartsRecipe()), 'quick': (QUICK_DEMO, QUICK_PARTS), 'full': (FULL_DEMO, FULL_PARTS)}
 
 def demo_config(setting:str='default', # A key of `SETTINGS`
@@ -168,7 +168,7 @@ def train_config(cfg:DemoConfig, # The demo run
     return TrainConfig(llm=llm_spec(cfg, parts), vision=str(parts/'vision'), teacher=str(parts/VARIANTS[variant][2]),
                        output_dir=str(Path(cfg.out)/f'{variant}-s{seed}'), seed=seed, log_with=None, log_every=4,
                        probe_every=cfg.steps[1], checkpoint_every=cfg.checkpoint_every, hera=hera,
-                       probe_data=str(world/'held-out.json'), probe_samples=cfg.n_probe,
+                       probe_data=str(world/'held-out.json'), probe_samples=cfg.n_probe, features_dir=str(world),
                        stage1=_stage(cfg, 1), stage2=_stage(cfg, 2, template='chat', train_llm=cfg.train_llm))
 
 # %% ../nbs/14_demo.ipynb #7c779886

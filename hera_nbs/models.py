@@ -190,21 +190,26 @@ def build_llava(llm:str, # LLM checkpoint: hub name or local directory (`load_ml
 _WORDS = ('a an the of and is are there how many what colour shape left right above below next to in on image '
           'picture scene shows one two three four red green blue yellow purple orange white black small large big '
           'circle square triangle star cross ring object objects yes no describe question answer count').split()
+_WHOLE = 'user assistant system where at top middle bottom centre with equal sides'.split()  # the rest of the world's
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
           "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}<image>{% elif p['type'] == 'text' %}"
           "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
-def tiny_tokenizer(vocab_size:int=384, # BPE vocabulary size, special tokens included
+
+# %% ../nbs/01_models.ipynb #a1c0ffee
+def tiny_tokenizer(whole_words:bool=False, # Learn every word of the world whole, after a space and at a line start
                   )->transformers.PreTrainedTokenizerFast:
-    "A byte-level BPE tokenizer with a ChatML template, trained offline on scene words."
+    "A byte-level BPE tokenizer with a ChatML template, trained offline on scene words: 384 tokens, or with "
+    "`whole_words` as many as it takes to spell each word of the world, the chat roles too, as one token (504)."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    words, seps = (sorted({*_WORDS, *_WHOLE}), ' \n') if whole_words else (_WORDS, ' ')
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=4096 if whole_words else 384, show_progress=False,   # 4096: no limit
                                   special_tokens=['<|endoftext|>', '<|im_start|>', '<|im_end|>'],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator([' '.join(_WORDS[i:] + _WORDS[:i]) for i in range(len(_WORDS))], trainer)
+    bpe.train_from_iterator([sep.join(words[i:] + words[:i]) for sep in seps for i in range(len(words))], trainer)
     return transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token='<|im_end|>', pad_token='<|endoftext|>',
                                                 bos_token=None, chat_template=CHATML)
 

@@ -51,6 +51,7 @@ class PartsRecipe:
     oracle_steps:int = 1500     # the attribute-supervised ("oracle") teacher, an ablation
     lm_steps:int = 600
     lm_width:int|None = None    # the LM's hidden size (None: `TINY_TEXT`'s 64; the `full` setting's: 128)
+    whole_words:bool = False    # `tiny_tokenizer(whole_words)`: each word one token (the `full` setting's)
     def __post_init__(self):   # an unknown family or a width the LM cannot have fails here, before any training
         _, text = tiny_family(self.family)
         if self.lm_width is not None: widened(text, self.lm_width)
@@ -377,7 +378,7 @@ def save_parts(d:Path, # Empty folder to fill: vision/, teacher/, llm/, report.j
                progress:bool=True, # Progress bars
               )->dict:
     "Train the parts on the recipe's scenes, save them with their processors and tokenizer; return the report."
-    d, tok = Path(d), tiny_tokenizer()
+    d, tok = Path(d), tiny_tokenizer(r.whole_words)
     records = pretraining_records(r)
     siglip, v_losses = pretrain_vision(r, records, tok, progress)
     vision_tower(siglip).save_pretrained(d/'vision')
@@ -447,7 +448,7 @@ def parts_fingerprint(r:PartsRecipe, # The recipe
                      )->str:
     "Hash of the recipe, the architectures, and the source of the world and of the code that trains the parts."
     return fingerprint(dict(recipe=asdict(r), vision=PARTS_VISION, text_tower=PARTS_TEXT_TOWER, teacher=PARTS_TEACHER,
-                            lm=tiny_family(r.family), tokenizer=tiny_tokenizer.__doc__,
+                            lm=tiny_family(r.family), tokenizer=tiny_tokenizer(r.whole_words).get_vocab(),
                             world=_code(inspect.getmodule(world_pairs)),
                             code=[_code(f) for f in _TRAINING_CODE],
                             transformers=transformers.__version__.split('.')[0]))

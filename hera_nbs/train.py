@@ -94,6 +94,7 @@ class TrainConfig:
     lora_r:int = 16
     num_workers:int = 0
     log_with:str|None = 'tensorboard'
+    features_dir:str|None = None  # where the teacher's vectors are cached (default: output_dir); runs may share one
     def __post_init__(self): self.check()
 
 # %% ../nbs/12_train.ipynb #59cdc9fc
@@ -280,7 +281,7 @@ def teacher_features(teacher, # The frozen teacher
     for j in tqdm(range(0, len(idx), batch_size), desc='teacher', disable=not progress):
         chunk = idx[j:j + batch_size]
         feats[chunk] = teacher.encode([ds[i]['image'] for i in chunk]).cpu()
-    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')      # runs sharing the cache may write it at once
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({'features': feats}, tmp)
     tmp.replace(path)
@@ -453,7 +454,7 @@ def _log(out:Path, row:dict, accelerator:Accelerator, step:int):
 def train_step(accelerator:Accelerator, # The run's accelerator
                model:nn.Module, # The `HeraModel`, as `accelerator.prepare` returned it
                batch:dict, # A `LlavaCollate` batch, on the device
-               teacher_feats:torch.Tensor, # [B, D_t] the teacher vectors of the batch's images
+               teacher_feats:torch.Tensor|None, # [B, D_t] the teacher vectors of its images (baseline: None)
                opt:torch.optim.Optimizer, # The prepared optimiser
               )->tuple[torch.Tensor, torch.Tensor|None]:
     "One micro-batch: forward, backward of `L_LM + λ·L_HeRA`, hooks to stand-by, optimiser step; (L_LM, L_HeRA)."
@@ -478,9 +479,11 @@ def _stage_parts(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, tea
                  out:Path, progress:bool)->tuple:
     "This stage's dataset, teacher vectors, optimiser, schedule, batches per epoch and optimiser steps."
     ds = LlavaDataset(stage.data, stage.image_folder, stage.limit)
-    cached = out/f'teacher-{name}-{fingerprint([stage.data, stage.limit, cfg.teacher])}.safetensors'
-    with accelerator.main_process_first():    # rank 0 computes and caches the features, the others then read them
-        feats = teacher_features(teacher, ds, cached, progress=progress and accelerator.is_main_process)
+    key = fingerprint([str(Path(stage.data).resolve()), stage.limit, str(Path(cfg.teacher).resolve())])
+    feats, cached = None, Path(cfg.features_dir or out)/f'teacher-{name}-{key}.safetensors'
+    if hm.pooler is not None:                 # the plain baseline (λ = 0) never reads them
+        with accelerator.main_process_first():    # rank 0 computes and caches them, the others then read them
+            feats = teacher_features(teacher, ds, cached, progress=progress and accelerator.is_main_process)
     set_trainable(hm.model, stage, cfg.lora_r)
     hm.loss.log_tau.requires_grad_(cfg.hera.lambda_hera > 0 and cfg.hera.learn_tau)
     if accelerator.distributed_type == DistributedType.DEEPSPEED: _one_dtype(hm, cfg.mixed_precision)
@@ -548,7 +551,8 @@ def run_stage(name:str, # stage1 or stage2
                                accelerator.num_processes, start)
         for batch in DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            lm, hera = train_step(accelerator, wrapped, batch, feats[batch['index'].cpu()].to(accelerator.device), opt)
+            mine = None if feats is None else feats[batch['index'].cpu()].to(accelerator.device)
+            lm, hera = train_step(accelerator, wrapped, batch, mine, opt)
             batch_no += 1
             if not accelerator.sync_gradients: continue
             sched.step()
@@ -567,9 +571,9 @@ def changes(old:dict, # A config as saved (JSON)
             new:dict, # The config of this run, as JSON would save it
             prefix:str='', # Name of the enclosing field
            )->list[str]:
-    "The fields where two saved configs differ, as 'field: old -> new' (output folders and the selection aside)."
+    "The fields where two saved configs differ, as 'field: old -> new' (output and cache folders, the selection aside)."
     found = []
-    for k in sorted((set(old) | set(new)) - {'output_dir', 'out', 'selection'}):
+    for k in sorted((set(old) | set(new)) - {'output_dir', 'out', 'selection', 'features_dir'}):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict): found += changes(a, b, f'{prefix}{k}.')
         elif a != b: found.append(f'{prefix}{k}: {a!r} -> {b!r}')
