@@ -475,11 +475,15 @@ def _one_dtype(hm:HeraModel, mixed_precision:str):
     for p in hm.parameters():
         if p.requires_grad and p.dtype != dtype: p.data = p.data.to(dtype)   # log τ: made in fp32 beside the bf16 model
 
+def _where(name:str)->str:
+    "A local path made absolute (a cache runs share from other folders), a hub name as it is."
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
 def _stage_parts(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, teacher, accelerator:Accelerator,
                  out:Path, progress:bool)->tuple:
     "This stage's dataset, teacher vectors, optimiser, schedule, batches per epoch and optimiser steps."
     ds = LlavaDataset(stage.data, stage.image_folder, stage.limit)
-    key = fingerprint([str(Path(stage.data).resolve()), stage.limit, str(Path(cfg.teacher).resolve())])
+    key = fingerprint([_where(stage.data), stage.limit, _where(cfg.teacher)])
     feats, cached = None, Path(cfg.features_dir or out)/f'teacher-{name}-{key}.safetensors'
     if hm.pooler is not None:                 # the plain baseline (λ = 0) never reads them
         with accelerator.main_process_first():    # rank 0 computes and caches them, the others then read them
