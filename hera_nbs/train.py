@@ -94,7 +94,7 @@ class TrainConfig:
     lora_r:int = 16
     num_workers:int = 0
     log_with:str|None = 'tensorboard'
-    features_dir:str|None = None  # where the teacher's vectors are cached (default: output_dir); runs may share one
+    features_dir:str|None = None  # where the teacher's vectors are cached (default: output_dir): runs may share one
     def __post_init__(self): self.check()
 
 # %% ../nbs/12_train.ipynb #59cdc9fc
