@@ -15,7 +15,7 @@ import yaml
 from accelerate import Accelerator
 from fastcore.basics import patch
 from accelerate.utils import DistributedType
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -281,10 +281,7 @@ def teacher_features(teacher, # The frozen teacher
     for j in tqdm(range(0, len(idx), batch_size), desc='teacher', disable=not progress):
         chunk = idx[j:j + batch_size]
         feats[chunk] = teacher.encode([ds[i]['image'] for i in chunk]).cpu()
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')      # runs sharing the cache may write it at once
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({'features': feats}, tmp)
-    tmp.replace(path)
+    atomic_write_bytes(path, save({'features': feats}))      # runs sharing the cache may write it at once
     return feats
 
 # %% ../nbs/12_train.ipynb #28a3f834

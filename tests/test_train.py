@@ -108,14 +108,15 @@ def test_two_processes_gather_the_contrastive_batch(data, tmp_path):
     (tmp_path / 'slow.py').write_text(
         'import sys, time, safetensors.torch as st, hera_nbs.capture as c, hera_nbs.train as t, hera_nbs.cli as cli\n'
         'def slow(*a, **k):\n    st.save_file(*a, **k)\n    time.sleep(0.7)\n'
-        'c.save_file = t.save_file = slow\nsys.exit(cli.train())\n')
+        'def slow_bytes(*a, write=t.atomic_write_bytes, **k):\n    time.sleep(0.7)\n    return write(*a, **k)\n'
+        'c.save_file = t.save_file = slow\nt.atomic_write_bytes = slow_bytes\nsys.exit(cli.train())\n')
     env = dict(os.environ, OMP_NUM_THREADS='1')
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
                         str(tmp_path / 'slow.py'), str(tmp_path / 'cfg.yaml')], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / 'run'
     assert json.loads((run / 'selection.json').read_text())['heads'] == json.loads(r.stdout.strip().splitlines()[-1])['selection']
-    assert len(list(run.glob('teacher-*'))) == 2 and not list(run.rglob('*.tmp'))
+    assert len(list(run.glob('teacher-*'))) == 2 and not list(run.rglob('*.tmp*'))
     rows = [json.loads(l) for l in (tmp_path / 'run' / 'log.jsonl').read_text().splitlines() if '"lm"' in l]
     assert [(x['stage'], x['step']) for x in rows] == [('stage1', 1), ('stage1', 2), ('stage2', 1), ('stage2', 2)]  # one writer
     assert all(x['skipped'] == 0 and x['hera'] > 0 for x in rows)
