@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .heads import HeadPooler, compress_heads, gathered, head_factors
 from .models import IMAGE_TOKEN, Teacher, head_geometry
-from .store import BadInput, fingerprint, read_json, require, write_json
+from .store import BadInput, atomic_write_bytes, fingerprint, read_json, require, write_json
 
 # %% auto #0
 __all__ = ['open_image', 'CaptionCollate', 'PlainCollate', 'StaleCacheError', 'data_fingerprint', 'model_fingerprint',
@@ -164,8 +164,7 @@ def _write_shard(path:Path, m:dict, buf:dict):
     order = tensors['index'].argsort()                    # rows in record order, whatever order the batches ran
     tensors = {k: v[order].contiguous() for k, v in tensors.items()}
     name = f'shard-{i:05d}.safetensors'
-    save_file(tensors, path/f'.{name}.tmp')
-    (path/f'.{name}.tmp').replace(path/name)
+    atomic_write_bytes(path/name, save(tensors))
     m['shards'].append(dict(file=name, n=len(tensors['index'])))
     m['n_kept'] += len(tensors['index'])
 
@@ -196,9 +195,9 @@ def capture(model:nn.Module, # Text-only LLM (paper's mode) or MLLM, matching `c
     m = _check_recipe(out, recipe) or fresh
     if m['complete']: return CaptureStore(out)
     write_json(out/'manifest.json', m)   # an interrupted capture is visible as incomplete from the start
+    for tmp in out.glob('.*.tmp-*'): tmp.unlink()   # what a killed write left: never read, only in the way
     R = head_factors(geom, layers)
-    save_file({'R': R.contiguous()}, out/'.head_factors.tmp')
-    (out/'.head_factors.tmp').replace(out/'head_factors.safetensors')
+    atomic_write_bytes(out/'head_factors.safetensors', save({'R': R.contiguous()}))
     start = len(m['shards']) * shard_size
     batches = _shard_batches(records, start, shard_size, batch_size)
     loader = DataLoader([idx for idx, _ in batches], batch_size=None, num_workers=num_workers,

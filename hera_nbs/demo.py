@@ -23,7 +23,7 @@ from .parts import PartsRecipe, QUICK_PARTS, world_parts
 from .select import load_selection, plot_head_scores, save_selection, score_and_select, select_heads
 from .store import check_types, read_json, require, write_json
 from .train import HeraConfig, StageConfig, TrainConfig, changes, fit, plot_training
-from .world import PRIOR, WORLD_SEEDS, cooccurrence, world_pairs, write_llava
+from .world import PRIOR, QUESTION_KINDS, WORLD_SEEDS, cooccurrence, world_pairs, write_llava
 
 # %% auto #0
 __all__ = ['VARIANTS', 'QUICK_DEMO', 'FULL_DEMO', 'FULL_PARTS', 'SETTINGS', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig',
@@ -47,6 +47,7 @@ class DemoConfig:
     world_seed:int = 0                      # the world's scenes and questions
     n_train:int = 1024                      # training scenes per stage
     turns:int = 2                           # question turns per stage-2 scene (1-4: every scene has 4 kinds)
+    question_mix:tuple[float, float, float, float, float] = (1.0,) * 5  # weights of the stage-2 `QUESTION_KINDS`
     n_eval:int = 128                        # held-out scenes (no prior) the runs are evaluated on
     n_probe:int = 256                       # held-out scenes the heads are probed on (the first n_eval are shared)
     steps:tuple[int, int] = (64, 480)       # optimizer steps of stage 1 and stage 2
@@ -72,6 +73,8 @@ def check(self:DemoConfig):
     for name in ('n_train', 'n_eval', 'n_probe', 'batch_size', 'checkpoint_every'):
         require(getattr(self, name) >= 1, f'{name} = {getattr(self, name)}: it must be at least 1')
     require(1 <= self.turns <= 4, f'turns = {self.turns}: ask 1 to 4 questions per scene (4 kinds on every scene)')
+    require(len(self.question_mix) == 5 and min(self.question_mix) > 0, f'question_mix = {self.question_mix}: one '
+            f'positive weight for each of {QUESTION_KINDS}')
     require(len(self.steps) == 2 and min(self.steps) >= 1, f'steps = {self.steps}: two step counts (stage 1, 2), >= 1')
     require(len(self.lr) == 2 and min(self.lr) > 0, f'lr = {self.lr}: two positive learning rates (stage 1, 2)')
     require(self.lambda_hera >= 0, f'lambda_hera = {self.lambda_hera}: use 0 or a positive weight (the paper: 0.01)')
@@ -110,6 +113,7 @@ def write_world(out:str|Path, # The demo's output folder: the files go to `out/w
                 world_seed:int=0, # The world's scenes and questions
                 n_probe:int=256, # Held-out scenes to probe on (`held-out.json`)
                 turns:int=2, # Question turns per stage-2 scene
+                mix:tuple[float, ...]=(1.0,) * 5, # Weights of the stage-2 `QUESTION_KINDS`
                )->tuple[list, list, dict]:
     "Write stage 1, stage 2 and held-out LLaVA files under `out/world`; return (training records, the `n_eval` "
     "held-out records, prior stats)."
@@ -117,7 +121,7 @@ def write_world(out:str|Path, # The demo's output folder: the files go to `out/w
     train = world_pairs(n_train, seed=WORLD_SEEDS['stage1'] + s, prior=PRIOR, split='train')
     write_llava(train, out, stage=1)
     stage2 = world_pairs(n_train, seed=WORLD_SEEDS['stage2'] + s, prior=PRIOR, split='train')
-    write_llava(stage2, out, stage=2, seed=s, text_only=n_train // 32, turns=turns)
+    write_llava(stage2, out, stage=2, seed=s, text_only=n_train // 32, turns=turns, mix=mix)
     held_out = world_pairs(max(n_eval, n_probe), seed=WORLD_SEEDS['evaluation'] + s, split='held-out', distinct=True)
     write_llava(held_out[:n_probe], out, stage=1, name='held-out')
     return train, held_out[:n_eval], cooccurrence([r['scene'] for r in train])
@@ -343,7 +347,7 @@ def run_demo(cfg:DemoConfig, # The demo run
     teachers = dict.fromkeys(['teacher'] + [VARIANTS[v][2] for v in cfg.variants])      # each scores once, in order
     parts = world_parts(cfg.parts, progress=progress, oracle='teacher-oracle' in teachers)
     records, held_out, stats = write_world(cfg.out, cfg.n_train, cfg.n_eval, cfg.world_seed, cfg.n_probe,
-                                           cfg.turns)
+                                           cfg.turns, cfg.question_mix)
     records = records[:cfg.score_samples]
     model, tok = load_llm(llm_spec(cfg, parts), 'cpu')
     scorings = {t: score_and_select(model, tok, load_teacher(str(parts/t)), records, scoring_dir(cfg, t),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #1036e1a8
 from __future__ import annotations
-import json, math, os, random, shutil, sys
+import hashlib, json, math, os, random, shutil, sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -35,8 +35,8 @@ from .store import (BadInput, atomic_write_bytes, cached_dir, check_types, finge
 # %% auto #0
 __all__ = ['SELECTIONS', 'HeraConfig', 'StageConfig', 'TrainConfig', 'load_config', 'check_run', 'build_models', 'paper_heads',
            'choose_heads', 'HeraModel', 'teacher_features', 'EpochBatches', 'save_checkpoint', 'load_checkpoint',
-           'latest_checkpoint', 'probe_mknn', 'set_trainable', 'train_step', 'run_stage', 'changes', 'claim_folder',
-           'fit', 'plot_training']
+           'latest_checkpoint', 'prune_checkpoints', 'probe_mknn', 'set_trainable', 'train_step', 'run_stage',
+           'changes', 'claim_folder', 'fit', 'plot_training']
 
 # %% ../nbs/12_train.ipynb #3ab7a82f
 @dataclass
@@ -85,6 +85,7 @@ class TrainConfig:
     stage2:StageConfig|None = None
     seed:int = 0
     checkpoint_every:int = 100    # optimizer steps
+    keep_checkpoints:int = 2      # the newest checkpoints kept; older ones go once a newer is written (0: keep all)
     log_every:int = 10
     probe_every:int = 50          # MKNN of the selected, best and all heads on a fixed probe set, text and image+text
     probe_samples:int = 256
@@ -137,6 +138,7 @@ def check(self:TrainConfig):
     for name in ('checkpoint_every', 'log_every', 'probe_every', 'lora_r'):
         require(getattr(self, name) >= 1, f'{name} = {getattr(self, name)}: it must be at least 1')
     require(self.num_workers >= 0, f'num_workers = {self.num_workers}: it must be >= 0')
+    require(self.keep_checkpoints >= 0, f'keep_checkpoints = {self.keep_checkpoints}: keep 1 or more, or 0 for all')
     require(self.mixed_precision in ('no', 'bf16'), f"mixed_precision = {self.mixed_precision!r}: use 'no' or 'bf16'")
     require(self.probe_samples > 2 * self.hera.k, f'probe_samples = {self.probe_samples}: more than 2k needed')
 
@@ -386,6 +388,16 @@ def latest_checkpoint(out:Path, # A run folder
     done = sorted(out.glob('checkpoint-stage*-*'))      # names sort by stage, then zero-padded step
     return done[-1] if done else None
 
+# %% ../nbs/12_train.ipynb #b7c1a0e2
+def prune_checkpoints(out:Path, # A run folder
+                      keep:int, # How many of the newest checkpoints to keep (0: all)
+                     )->list[Path]:
+    "Delete all but the `keep` newest checkpoints of `out`; return the deleted folders."
+    done = sorted(out.glob('checkpoint-stage*-*'))      # the order of `latest_checkpoint`
+    old = done[:-keep] if keep else []
+    for p in old: shutil.rmtree(p)
+    return old
+
 # %% ../nbs/12_train.ipynb #919f4b95
 def _probe_scores(model:nn.Module, collate, records:list[dict], teacher_feats:torch.Tensor, k:int,
                   batch_size:int)->torch.Tensor:
@@ -476,11 +488,17 @@ def _where(name:str)->str:
     "A local path made absolute (a cache runs share from other folders), a hub name as it is."
     return str(Path(name).resolve()) if Path(name).exists() else name
 
+def _vectors_key(stage:StageConfig, cfg:TrainConfig, teacher)->str:
+    "What a stage's teacher vectors depend on: its data file's content and limit, the teacher's name and weights."
+    weights = sum(p.detach().double().abs().sum().item() for p in teacher.model.parameters())
+    data = hashlib.sha256(Path(stage.data).read_bytes()).hexdigest()
+    return fingerprint([data, stage.limit, _where(cfg.teacher), f'{weights:.9e}'])
+
 def _stage_parts(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, teacher, accelerator:Accelerator,
                  out:Path, progress:bool)->tuple:
     "This stage's dataset, teacher vectors, optimiser, schedule, batches per epoch and optimiser steps."
     ds = LlavaDataset(stage.data, stage.image_folder, stage.limit)
-    key = fingerprint([_where(stage.data), stage.limit, _where(cfg.teacher)])
+    key = _vectors_key(stage, cfg, teacher)
     feats, cached = None, Path(cfg.features_dir or out)/f'teacher-{name}-{key}.safetensors'
     if hm.pooler is not None:                 # the plain baseline (λ = 0) never reads them
         with accelerator.main_process_first():    # rank 0 computes and caches them, the others then read them
@@ -508,6 +526,7 @@ def _after_step(name:str, step:int, total:int, batch_no:int, lm, hera, cfg:Train
     if step % cfg.checkpoint_every == 0:
         _checkpoint(accelerator, out/f'checkpoint-{name}-{step:07d}', hm, opt, sched,
                     dict(stage=name, step=step, batch=batch_no, skipped=hm.loss.skipped))
+        if accelerator.is_main_process: prune_checkpoints(out, cfg.keep_checkpoints)
     return row
 
 def _save_final(accelerator:Accelerator, wrapped:nn.Module, hm:HeraModel, proc, final_dir:Path):
@@ -572,9 +591,9 @@ def changes(old:dict, # A config as saved (JSON)
             new:dict, # The config of this run, as JSON would save it
             prefix:str='', # Name of the enclosing field
            )->list[str]:
-    "The fields where two saved configs differ, as 'field: old -> new' (output and cache folders, the selection aside)."
+    "The fields where two saved configs differ, as 'field: old -> new' (folders, the selection, what is kept aside)."
     found = []
-    for k in sorted((set(old) | set(new)) - {'output_dir', 'out', 'selection', 'features_dir'}):
+    for k in sorted((set(old) | set(new)) - {'output_dir', 'out', 'selection', 'features_dir', 'keep_checkpoints'}):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict): found += changes(a, b, f'{prefix}{k}.')
         elif a != b: found.append(f'{prefix}{k}: {a!r} -> {b!r}')

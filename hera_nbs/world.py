@@ -10,9 +10,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'ROWS', 'COLS', 'NUMBERS', 'PRIOR', 'HELD_OUT_EVERY', 'WORLD_SEEDS', 'SPLITS', 'PARTNER',
-           'POPE_SPLITS', 'Obj', 'random_scene', 'describe', 'render', 'split_of', 'world_scenes', 'world_pairs',
-           'questions', 'write_llava', 'with_prior', 'cooccurrence', 'pope_questions']
+__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'ROWS', 'COLS', 'NUMBERS', 'PRIOR', 'HELD_OUT_EVERY', 'WORLD_SEEDS', 'SPLITS',
+           'QUESTION_KINDS', 'PARTNER', 'POPE_SPLITS', 'Obj', 'random_scene', 'describe', 'render', 'split_of',
+           'world_scenes', 'world_pairs', 'weighted_sample', 'questions', 'write_llava', 'with_prior', 'cooccurrence',
+           'pope_questions']
 
 # %% ../nbs/02_world.ipynb #11dca5f7
 SHAPES = ('circle', 'square', 'triangle', 'cross')
@@ -116,10 +117,27 @@ def world_pairs(n:int, # Number of image–caption pairs
     scenes = world_scenes(n, seed, prior, split, distinct)
     return [dict(caption=describe(s), image=render(s, image_size), scene=s) for s in scenes]
 
+# %% ../nbs/02_world.ipynb #a1e0c0d2
+def weighted_sample(items:list, # What to draw from
+                    weights:list[float], # One positive weight per item
+                    n:int, # How many to draw (at most `len(items)`)
+                    rng:random.Random, # Source of randomness
+                   )->list:
+    "`n` of `items` without replacement, each draw in proportion to the weights of the items still left."
+    items, weights, out = list(items), list(weights), []
+    for _ in range(n):
+        i = rng.choices(range(len(items)), weights)[0]
+        out.append(items.pop(i))
+        weights.pop(i)
+    return out
+
 # %% ../nbs/02_world.ipynb #21d4ef22
+QUESTION_KINDS = ('count', 'colour', 'position', 'yes', 'no')   # the order of `questions`' pairs and of a mix
+
 def questions(scene:tuple[Obj, ...], # The scene asked about
               rng:random.Random, # Source of randomness
               n:int=2, # Questions per scene
+              mix:tuple[float, ...]=(1.0,) * 5, # Weights of `QUESTION_KINDS` when drawing (equal: each kind alike)
              )->list[tuple[str, str]]:
     "Question–answer pairs about the scene: count, colour of a shape, position, existence."
     o = rng.choice(scene)
@@ -130,7 +148,8 @@ def questions(scene:tuple[Obj, ...], # The scene asked about
           (f'where is the {o.size} {o.colour} {o.shape}?', o.where.removeprefix('at the ').removeprefix('in the ')),
           (f'is there a {o.shape}?', 'yes')]
     if absent: qa.append((f'is there a {absent}?', 'no'))
-    return rng.sample(qa, min(n, len(qa)))
+    if len(set(mix)) == 1: return rng.sample(qa, min(n, len(qa)))           # alike: the draws of every earlier world
+    return weighted_sample(qa, mix[:len(qa)], min(n, len(qa)), rng)
 
 # %% ../nbs/02_world.ipynb #31c8f44d
 def write_llava(records:list[dict], # `world_pairs` records
@@ -140,11 +159,14 @@ def write_llava(records:list[dict], # `world_pairs` records
                 text_only:int=0, # Extra samples without an image (stage 2), as LLaVA-665k has
                 name:str|None=None, # File name without `.json` (default `stage{stage}`), also the images' prefix
                 turns:int=2, # Question turns per scene (stage 2): at most 4 or 5, as many kinds as it has
+                mix:tuple[float, ...]=(1.0,) * 5, # Weights of `QUESTION_KINDS` (stage 2)
                )->Path:
     "Write records as a LLaVA JSON file (`{name}.json`) with PNG images; return the JSON path."
     import io, json
     from hera_nbs.store import atomic_write_bytes, require
     require(turns >= 1, f'turns = {turns}: ask at least one question per scene')
+    require(len(mix) == len(QUESTION_KINDS) and min(mix) > 0, f'mix = {mix}: one positive weight for each of '
+            f'{QUESTION_KINDS}')
     folder, rng, name = Path(folder), random.Random(seed), name or f'stage{stage}'
     (folder/'images').mkdir(parents=True, exist_ok=True)
     out = []
@@ -155,7 +177,7 @@ def write_llava(records:list[dict], # `world_pairs` records
         atomic_write_bytes(folder/image, png.getvalue())
         if stage == 1: conv = [dict(value='<image>\n'), dict(value=r['caption'])]
         else:
-            qa = questions(r['scene'], rng, turns)
+            qa = questions(r['scene'], rng, turns, mix)
             conv = [dict(value='<image>\n' + qa[0][0]), dict(value=qa[0][1])]
             for q, a in qa[1:]: conv += [dict(value=q), dict(value=a)]
         for j, c in enumerate(conv): c['from'] = 'human' if j % 2 == 0 else 'gpt'

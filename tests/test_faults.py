@@ -27,14 +27,16 @@ def killed(cache:Path, cwd:Path, writer:str, n:int, name:str, *args):
 def test_kill_during_capture_then_rerun_resumes(cache, tmp_path):
     args = ['--n-samples', 96, '--batch-size', 2, '--k', 5]           # shards of 32 samples: 3 of them
     command(cache, tmp_path, 'score', *args, '--out', 'ref')
-    # save_file: the head factors, then one call per shard; call 3 is shard 2's (not yet renamed) file
-    killed(cache, tmp_path, 'hera_nbs.capture.save_file', 3, 'score', *args, '--out', 'cut')
+    # atomic_write_bytes: the head factors, then one call per shard; call 3 writes shard 2, the kill comes before the
+    # manifest names it (a write killed half way leaves a temporary file: chapter 06 checks that resuming clears it)
+    killed(cache, tmp_path, 'hera_nbs.capture.atomic_write_bytes', 3, 'score', *args, '--out', 'cut')
     manifest = json.loads((tmp_path/'cut'/'capture'/'manifest.json').read_text())
     assert not manifest['complete'] and len(manifest['shards']) == 1                          # shard 1 is whole
     command(cache, tmp_path, 'score', *args, '--out', 'cut')
     for f in ('scores.json', 'selection.json'):
         assert json.loads((tmp_path/'cut'/f).read_text()) == json.loads((tmp_path/'ref'/f).read_text()), f
-    assert not list((tmp_path/'cut'/'capture').glob('.*tmp*'))          # the half-written shard was replaced
+    assert (tmp_path/'cut'/'capture'/'shard-00001.safetensors').exists() and not list(
+        (tmp_path/'cut'/'capture').glob('.*tmp*'))                      # shard 2 written again, nothing left aside
 
 TRAIN = """llm: tiny:llava-qwen2
 teacher: tiny

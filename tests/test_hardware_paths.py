@@ -213,7 +213,7 @@ def test_loss_and_positives_ignore_an_enclosing_bf16_autocast():
 def test_accumulation_windows_restart_each_stage_and_resume_exactly(data, tmp_path):
     def cfg(out):
         return TrainConfig(output_dir=str(out), log_with=None, log_every=1, probe_every=100, checkpoint_every=1,
-                           hera=HeraConfig(k=4, score_samples=64),
+                           keep_checkpoints=0, hera=HeraConfig(k=4, score_samples=64),
                            stage1=StageConfig(data=str(data/'stage1.json'), batch_size=12, max_steps=3, grad_accum=1),
                            stage2=StageConfig(data=str(data/'stage2.json'), template='chat', train_llm='full',
                                               batch_size=12, max_steps=3, grad_accum=2, lr=1e-4))
