@@ -85,7 +85,7 @@ class TrainConfig:
     stage2:StageConfig|None = None
     seed:int = 0
     checkpoint_every:int = 100    # optimizer steps
-    keep_checkpoints:int = 2      # the newest checkpoints kept; older ones go once a newer is written (0: keep all)
+    keep_checkpoints:int = 2      # the newest checkpoints kept, older ones deleted once a newer is written (0: all)
     log_every:int = 10
     probe_every:int = 50          # MKNN of the selected, best and all heads on a fixed probe set, text and image+text
     probe_samples:int = 256
@@ -392,7 +392,7 @@ def latest_checkpoint(out:Path, # A run folder
 def prune_checkpoints(out:Path, # A run folder
                       keep:int, # How many of the newest checkpoints to keep (0: all)
                      )->list[Path]:
-    "Delete all but the `keep` newest checkpoints of `out`; return the deleted folders."
+    "Delete all but the `keep` newest checkpoints of `out`, and return the deleted folders."
     done = sorted(out.glob('checkpoint-stage*-*'))      # the order of `latest_checkpoint`
     old = done[:-keep] if keep else []
     for p in old: shutil.rmtree(p)
