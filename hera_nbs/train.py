@@ -498,9 +498,9 @@ def _stage_parts(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, tea
                  out:Path, progress:bool)->tuple:
     "This stage's dataset, teacher vectors, optimiser, schedule, batches per epoch and optimiser steps."
     ds = LlavaDataset(stage.data, stage.image_folder, stage.limit)
-    key = _vectors_key(stage, cfg, teacher)
-    feats, cached = None, Path(cfg.features_dir or out)/f'teacher-{name}-{key}.safetensors'
+    feats = None
     if hm.pooler is not None:                 # the plain baseline (λ = 0) never reads them
+        cached = Path(cfg.features_dir or out)/f'teacher-{name}-{_vectors_key(stage, cfg, teacher)}.safetensors'
         with accelerator.main_process_first():    # rank 0 computes and caches them, the others then read them
             feats = teacher_features(teacher, ds, cached, progress=progress and accelerator.is_main_process)
     set_trainable(hm.model, stage, cfg.lora_r)
