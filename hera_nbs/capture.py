@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .heads import HeadPooler, compress_heads, gathered, head_factors
 from .models import IMAGE_TOKEN, Teacher, head_geometry
-from .store import BadInput, atomic_write_bytes, fingerprint, read_json, require, write_json
+from .store import BadInput, atomic_write_bytes, drop_leftovers, fingerprint, read_json, require, write_json
 
 # %% auto #0
 __all__ = ['open_image', 'CaptionCollate', 'PlainCollate', 'StaleCacheError', 'data_fingerprint', 'model_fingerprint',
@@ -195,7 +195,7 @@ def capture(model:nn.Module, # Text-only LLM (paper's mode) or MLLM, matching `c
     m = _check_recipe(out, recipe) or fresh
     if m['complete']: return CaptureStore(out)
     write_json(out/'manifest.json', m)   # an interrupted capture is visible as incomplete from the start
-    for tmp in out.glob('.*.tmp-*'): tmp.unlink()   # what a killed write left: never read, only in the way
+    drop_leftovers(out)                  # what a killed write left: never read, only in the way
     R = head_factors(geom, layers)
     atomic_write_bytes(out/'head_factors.safetensors', save({'R': R.contiguous()}))
     start = len(m['shards']) * shard_size

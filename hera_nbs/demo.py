@@ -23,7 +23,7 @@ from .parts import PartsRecipe, QUICK_PARTS, world_parts
 from .select import load_selection, plot_head_scores, save_selection, score_and_select, select_heads
 from .store import check_types, read_json, require, write_json
 from .train import HeraConfig, StageConfig, TrainConfig, changes, fit, plot_training
-from .world import PRIOR, QUESTION_KINDS, WORLD_SEEDS, cooccurrence, world_pairs, write_llava
+from .world import PRIOR, WORLD_SEEDS, check_mix, cooccurrence, world_pairs, write_llava
 
 # %% auto #0
 __all__ = ['VARIANTS', 'QUICK_DEMO', 'FULL_DEMO', 'FULL_PARTS', 'SETTINGS', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig',
@@ -73,8 +73,7 @@ def check(self:DemoConfig):
     for name in ('n_train', 'n_eval', 'n_probe', 'batch_size', 'checkpoint_every'):
         require(getattr(self, name) >= 1, f'{name} = {getattr(self, name)}: it must be at least 1')
     require(1 <= self.turns <= 4, f'turns = {self.turns}: ask 1 to 4 questions per scene (4 kinds on every scene)')
-    require(len(self.question_mix) == 5 and min(self.question_mix) > 0, f'question_mix = {self.question_mix}: one '
-            f'positive weight for each of {QUESTION_KINDS}')
+    check_mix(self.question_mix, 'question_mix')
     require(len(self.steps) == 2 and min(self.steps) >= 1, f'steps = {self.steps}: two step counts (stage 1, 2), >= 1')
     require(len(self.lr) == 2 and min(self.lr) > 0, f'lr = {self.lr}: two positive learning rates (stage 1, 2)')
     require(self.lambda_hera >= 0, f'lambda_hera = {self.lambda_hera}: use 0 or a positive weight (the paper: 0.01)')

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 # %% auto #0
-__all__ = ['atomic_write_bytes', 'write_json', 'read_json', 'whole_weights', 'cached_dir', 'BadInput', 'require', 'check_types',
-           'fingerprint', 'cache_root']
+__all__ = ['atomic_write_bytes', 'write_json', 'read_json', 'whole_weights', 'cached_dir', 'drop_leftovers', 'BadInput',
+           'require', 'check_types', 'fingerprint', 'cache_root']
 
 # %% ../nbs/00_store.ipynb #e9f8776f
 def _umask()->int:
@@ -79,6 +79,17 @@ def cached_dir(path:str|Path, # Final directory, returned as is when it already 
             if not path.is_dir(): raise  # a concurrent build won the race: keep theirs
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+# %% ../nbs/00_store.ipynb #c3d1e0a2
+def drop_leftovers(folder:str|Path, # Where killed writes may have left their temporaries
+                   name:str='*', # Only those of destinations whose names match this glob
+                  )->list[Path]:
+    "Remove what killed `atomic_write_bytes` and `cached_dir` calls left in `folder`; return what was removed."
+    gone = sorted(Path(folder).glob(f'.{name}.tmp-*'))
+    for p in gone:
+        if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
+    return gone
 
 # %% ../nbs/00_store.ipynb #e42ead2d
 class BadInput(ValueError):

@@ -29,8 +29,8 @@ from .mknn import NeighbourCache
 from .load import load_mllm, load_teacher, resolve
 from .models import head_geometry, quiet_loading
 from .select import PAPER_HEADS, load_selection, save_selection, score_and_select
-from .store import (BadInput, atomic_write_bytes, cached_dir, check_types, fingerprint, read_json, require,
-                            whole_weights, write_json)
+from .store import (BadInput, atomic_write_bytes, cached_dir, check_types, drop_leftovers, fingerprint,
+                            read_json, require, whole_weights, write_json)
 
 # %% auto #0
 __all__ = ['SELECTIONS', 'HeraConfig', 'StageConfig', 'TrainConfig', 'load_config', 'check_run', 'build_models', 'paper_heads',
@@ -625,10 +625,6 @@ def _trim_log(out:Path, state:dict|None):
     rows = [l for l in log.read_text().splitlines() if (_ORDER[(r := json.loads(l))['stage']], r['step']) <= end]
     atomic_write_bytes(log, ''.join(l + '\n' for l in rows).encode())
 
-def _drop_partial(out:Path):
-    "Remove what a killed checkpoint write left (`cached_dir`'s temporary folders): never read, only in the way."
-    for tmp in out.glob('.checkpoint-*.tmp-*'): shutil.rmtree(tmp, ignore_errors=True)
-
 def _say_resume(accelerator:Accelerator, out:Path, resume:bool, state:dict|None):
     "On `resume`, say what is resumed, or that there is nothing to resume."
     if not (resume and accelerator.is_main_process): return
@@ -661,7 +657,7 @@ def fit(cfg:TrainConfig, # The run
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _trim_log(out, state)
-        _drop_partial(out)
+        drop_leftovers(out)                    # what killed writes left (a checkpoint, the log)
         write_json(out/'config.json', asdict(cfg))     # claims the folder; the selection is added below
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'ROWS', 'COLS', 'NUMBERS', 'PRIOR', 'HELD_OUT_EVERY', 'WORLD_SEEDS', 'SPLITS',
            'QUESTION_KINDS', 'PARTNER', 'POPE_SPLITS', 'Obj', 'random_scene', 'describe', 'render', 'split_of',
-           'world_scenes', 'world_pairs', 'weighted_sample', 'questions', 'write_llava', 'with_prior', 'cooccurrence',
-           'pope_questions']
+           'world_scenes', 'world_pairs', 'weighted_sample', 'questions', 'check_mix', 'write_llava', 'with_prior',
+           'cooccurrence', 'pope_questions']
 
 # %% ../nbs/02_world.ipynb #11dca5f7
 SHAPES = ('circle', 'square', 'triangle', 'cross')
@@ -151,6 +151,14 @@ def questions(scene:tuple[Obj, ...], # The scene asked about
     if len(set(mix)) == 1: return rng.sample(qa, min(n, len(qa)))           # alike: the draws of every earlier world
     return weighted_sample(qa, mix[:len(qa)], min(n, len(qa)), rng)
 
+def check_mix(mix:tuple[float, ...], # Weights of `QUESTION_KINDS`
+              name:str='mix', # What the user calls it
+             ):
+    "`BadInput` unless `mix` holds one positive weight for each question kind."
+    from hera_nbs.store import require
+    require(len(mix) == len(QUESTION_KINDS) and min(mix) > 0, f'{name} = {mix}: one positive weight for each of '
+            f'{QUESTION_KINDS}')
+
 # %% ../nbs/02_world.ipynb #31c8f44d
 def write_llava(records:list[dict], # `world_pairs` records
                 folder:str|Path, # Output folder: images/ and the JSON file
@@ -165,8 +173,7 @@ def write_llava(records:list[dict], # `world_pairs` records
     import io, json
     from hera_nbs.store import atomic_write_bytes, require
     require(turns >= 1, f'turns = {turns}: ask at least one question per scene')
-    require(len(mix) == len(QUESTION_KINDS) and min(mix) > 0, f'mix = {mix}: one positive weight for each of '
-            f'{QUESTION_KINDS}')
+    check_mix(mix)
     folder, rng, name = Path(folder), random.Random(seed), name or f'stage{stage}'
     (folder/'images').mkdir(parents=True, exist_ok=True)
     out = []
