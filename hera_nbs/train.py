@@ -68,6 +68,7 @@ class StageConfig:
     max_steps:int|None = None     # optimizer steps (overrides epochs)
     warmup_ratio:float = 0.03
     weight_decay:float = 0.0
+    max_grad_norm:float|None = None  # clip the gradients' norm, on every path (LLaVA: 1.0), None: no clipping
     max_length:int = 2048
     limit:int|None = None         # use only the first samples
     def __post_init__(self): self.check()
@@ -129,6 +130,8 @@ def check(self:StageConfig):
     require(math.isfinite(self.lr) and self.lr > 0, f'lr = {self.lr}: the learning rate must be positive')
     require(0 <= self.warmup_ratio < 1, f'warmup_ratio = {self.warmup_ratio}: a fraction of the steps, in [0, 1)')
     require(self.weight_decay >= 0, f'weight_decay = {self.weight_decay}: it must be >= 0')
+    require(self.max_grad_norm is None or self.max_grad_norm > 0, f'max_grad_norm = {self.max_grad_norm}: clip at a '
+            f'positive norm (LLaVA: 1.0), or leave it out (None) not to clip')
 
 # %% ../nbs/12_train.ipynb #03bb77de
 @patch
@@ -465,6 +468,7 @@ def train_step(accelerator:Accelerator, # The run's accelerator
                batch:dict, # A `LlavaCollate` batch, on the device
                teacher_feats:torch.Tensor|None, # [B, D_t] the teacher vectors of its images (baseline: None)
                opt:torch.optim.Optimizer, # The prepared optimiser
+               max_grad_norm:float|None=None, # Clip the gradients' norm at this before the step (None: no clipping)
               )->tuple[torch.Tensor, torch.Tensor|None]:
     "One micro-batch: forward, backward of `L_LM + λ·L_HeRA`, hooks to stand-by, optimiser step; (L_LM, L_HeRA)."
     hm = accelerator.unwrap_model(model)
@@ -473,6 +477,8 @@ def train_step(accelerator:Accelerator, # The run's accelerator
         loss = lm if hera is None else lm + hm.lambda_hera * hera       # the one line HeRA adds
         accelerator.backward(loss)
         hm.end_step()
+        if max_grad_norm and accelerator.sync_gradients:     # under DeepSpeed its engine clips (`_deepspeed_settings`)
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
         opt.zero_grad()
     return lm, hera
@@ -493,6 +499,15 @@ def _vectors_key(stage:StageConfig, cfg:TrainConfig, teacher)->str:
     weights = sum(p.detach().double().abs().sum().item() for p in teacher.model.parameters())
     data = hashlib.sha256(Path(stage.data).read_bytes()).hexdigest()
     return fingerprint([data, stage.limit, _where(cfg.teacher), f'{weights:.9e}'])
+
+def _deepspeed_settings(accelerator:Accelerator, stage:StageConfig):
+    "What a DeepSpeed engine reads from its config, not from our loop: the micro batch, which it cannot read off our "
+    "sampler, and the clipping: accelerate fills an unset `gradient_clipping` with 1.0, so a DeepSpeed run would clip "
+    "where a DDP run of the same config does not."
+    if not accelerator.state.deepspeed_plugin: return
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds['train_micro_batch_size_per_gpu'] = stage.batch_size
+    ds['gradient_clipping'] = stage.max_grad_norm or 0.0      # DeepSpeed: 0 is no clipping
 
 def _stage_parts(name:str, stage:StageConfig, cfg:TrainConfig, hm:HeraModel, teacher, accelerator:Accelerator,
                  out:Path, progress:bool)->tuple:
@@ -555,8 +570,7 @@ def run_stage(name:str, # stage1 or stage2
     "Train one stage; return its last log row."
     ds, feats, opt, sched, per_epoch, total = _stage_parts(name, stage, cfg, hm, teacher, accelerator, out, progress)
     accelerator.gradient_accumulation_steps = stage.grad_accum
-    if accelerator.state.deepspeed_plugin:    # DeepSpeed wants the micro batch, which it cannot read off our sampler
-        accelerator.state.deepspeed_plugin.deepspeed_config['train_micro_batch_size_per_gpu'] = stage.batch_size
+    _deepspeed_settings(accelerator, stage)
     wrapped, opt = accelerator.prepare(hm, opt)     # `hm` itself, or its DDP / DeepSpeed wrapper
     step, batch_no = 0, 0
     if resume_state and resume_state['stage'] == name:
@@ -572,7 +586,7 @@ def run_stage(name:str, # stage1 or stage2
         for batch in DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             mine = None if feats is None else feats[batch['index'].cpu()].to(accelerator.device)
-            lm, hera = train_step(accelerator, wrapped, batch, mine, opt)
+            lm, hera = train_step(accelerator, wrapped, batch, mine, opt, stage.max_grad_norm)
             batch_no += 1
             if not accelerator.sync_gradients: continue
             sched.step()
