@@ -177,6 +177,29 @@ def test_zero3_under_a_real_deepspeed_engine_on_the_cpu(data, tmp_path):
     assert len(vision) > 10 and all(p.shape == ref[k].shape for k, p in final.named_parameters())
     for k, p in vision.items(): torch.testing.assert_close(p.float(), ref[k], rtol=1 / 128, atol=1e-6)
 
+ENGINE_CLIPS = """import sys, torch
+from accelerate import Accelerator
+from hera_nbs.train import StageConfig, _deepspeed_settings
+acc = Accelerator(mixed_precision='bf16')
+_deepspeed_settings(acc, StageConfig(data='x.json', batch_size=4, max_grad_norm=float(sys.argv[1]) or None))
+model = torch.nn.Linear(4, 4)
+engine, _ = acc.prepare(model, torch.optim.AdamW(model.parameters()))
+print('clips at', engine.gradient_clipping())
+"""
+
+@pytest.mark.parametrize('norm', [0.0, 0.5])
+def test_the_deepspeed_engine_clips_at_the_stages_norm(tmp_path, norm):
+    "accelerate fills an unset `gradient_clipping` with 1.0: without `_deepspeed_settings` ZeRO-3 clipped, DDP not."
+    pytest.importorskip('deepspeed')
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path/'clips.py').write_text(ENGINE_CLIPS)
+    env = dict(os.environ, DS_ACCELERATOR='cpu', OMP_NUM_THREADS='1', PYTHONPATH=str(root))
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--num_processes', '1', '--config_file',
+           str(root/'configs'/'accelerate'/'zero3.yaml'), str(tmp_path/'clips.py'), str(norm)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f'clips at {norm}' in r.stdout, r.stdout[-500:]
+
 def test_activation_checkpointing_on_old_and_new_transformers():
     "transformers 5.2x renamed gradient_checkpointing_enable (5.17 on the GPU machine has only the old name)."
     from hera_nbs.train import _checkpoint_activations
