@@ -34,9 +34,9 @@ from .store import (BadInput, atomic_write_bytes, cached_dir, check_types, drop_
 
 # %% auto #0
 __all__ = ['SELECTIONS', 'HeraConfig', 'StageConfig', 'TrainConfig', 'load_config', 'check_run', 'build_models', 'paper_heads',
-           'choose_heads', 'HeraModel', 'teacher_features', 'EpochBatches', 'save_checkpoint', 'load_checkpoint',
-           'latest_checkpoint', 'prune_checkpoints', 'probe_mknn', 'set_trainable', 'train_step', 'run_stage',
-           'changes', 'claim_folder', 'fit', 'plot_training']
+           'choose_heads', 'lm_loss', 'HeraModel', 'teacher_features', 'EpochBatches', 'save_checkpoint',
+           'load_checkpoint', 'latest_checkpoint', 'prune_checkpoints', 'probe_mknn', 'set_trainable', 'train_step',
+           'run_stage', 'changes', 'claim_folder', 'fit', 'plot_training']
 
 # %% ../nbs/12_train.ipynb #3ab7a82f
 @dataclass
@@ -241,6 +241,18 @@ def choose_heads(cfg:TrainConfig, model, proc, teacher, # The run and its models
     if main: save_selection(out/'selection.json', sel, mode=h.heads, granularity=h.granularity, k=h.k, source=str(path))
     return sel, best
 
+# %% ../nbs/12_train.ipynb #3ba7f962
+def lm_loss(model:nn.Module, # A transformers causal LM or LLaVA (`base_model`, `get_output_embeddings`)
+            inputs:dict, # Its inputs with `labels` (-100: no target), as `LlavaCollate` makes them
+           )->torch.Tensor:
+    "The model's own `.loss`, the mean cross-entropy over the target tokens, from the logits of those positions only."
+    targets = inputs['labels'][:, 1:]                          # position p predicts token p + 1
+    where = targets != -100
+    given = {k: v for k, v in inputs.items() if k != 'labels'}
+    hidden = model.base_model(**given, use_cache=False).last_hidden_state[:, :-1]
+    logits = model.get_output_embeddings()(hidden[where])      # [targets, vocabulary]
+    return nn.functional.cross_entropy(logits.float(), targets[where])
+
 # %% ../nbs/12_train.ipynb #2185a539
 class HeraModel(nn.Module):
     "An MLLM plus the HeRA loss on selected heads (or layers); forward returns (L_LM, L_HeRA)."
@@ -264,9 +276,9 @@ class HeraModel(nn.Module):
 
     def forward(self, batch:dict, teacher_feats:torch.Tensor|None=None)->tuple[torch.Tensor, torch.Tensor|None]:
         inputs = {k: batch[k] for k in ('input_ids', 'attention_mask', 'labels', 'pixel_values') if k in batch}
-        if self.pooler is None: return self.model(**inputs).loss, None
+        if self.pooler is None: return lm_loss(self.model, inputs), None
         self.pooler.mask = batch['pool_mask']
-        lm = self.model(**inputs).loss
+        lm = lm_loss(self.model, inputs)
         z = self.pooler.hidden_tensor() if self.by_layer else self.pooler.selected(self.selection)   # [B, M, D]
         valid = batch['has_image'] & batch['pool_mask'].any(1)
         return lm, self.loss(z.transpose(0, 1), teacher_feats, valid)
