@@ -48,6 +48,7 @@ class DemoConfig:
     n_train:int = 1024                      # training scenes per stage
     turns:int = 2                           # question turns per stage-2 scene (1-4: every scene has 4 kinds)
     question_mix:tuple[float, float, float, float, float] = (1.0,) * 5  # weights of the stage-2 `QUESTION_KINDS`
+    image_place:Literal['first', 'last'] = 'first'  # the image before a question (LLaVA's code) or after it
     n_eval:int = 128                        # held-out scenes (no prior) the runs are evaluated on
     n_probe:int = 256                       # held-out scenes the heads are probed on (the first n_eval are shared)
     steps:tuple[int, int] = (64, 480)       # optimizer steps of stage 1 and stage 2
@@ -88,7 +89,7 @@ def check(self:DemoConfig):
 
 # %% ../nbs/14_demo.ipynb #f709c7a1
 FULL_DEMO = dict(variants=tuple(VARIANTS), seeds=(0, 1, 2), n_train=32768, turns=1, steps=(128, 4800),
-                 lr=(1e-3, 1e-3))
+                 lr=(1e-3, 1e-3), image_place='last')
 FULL_PARTS = PartsRecipe(lm_width=128, whole_words=True)   # an LM twice as wide (heads of 16 dimensions), words whole
 SETTINGS = {'default': ({}, PartsRecipe()), 'quick': (QUICK_DEMO, QUICK_PARTS), 'full': (FULL_DEMO, FULL_PARTS)}
 
@@ -113,6 +114,7 @@ def write_world(out:str|Path, # The demo's output folder: the files go to `out/w
                 n_probe:int=256, # Held-out scenes to probe on (`held-out.json`)
                 turns:int=2, # Question turns per stage-2 scene
                 mix:tuple[float, ...]=(1.0,) * 5, # Weights of the stage-2 `QUESTION_KINDS`
+                image_place:str='first', # The image before a stage-2 question or after it (`human_turn`)
                )->tuple[list, list, dict]:
     "Write stage 1, stage 2 and held-out LLaVA files under `out/world`; return (training records, the `n_eval` "
     "held-out records, prior stats)."
@@ -120,7 +122,8 @@ def write_world(out:str|Path, # The demo's output folder: the files go to `out/w
     train = world_pairs(n_train, seed=WORLD_SEEDS['stage1'] + s, prior=PRIOR, split='train')
     write_llava(train, out, stage=1)
     stage2 = world_pairs(n_train, seed=WORLD_SEEDS['stage2'] + s, prior=PRIOR, split='train')
-    write_llava(stage2, out, stage=2, seed=s, text_only=n_train // 32, turns=turns, mix=mix)
+    write_llava(stage2, out, stage=2, seed=s, text_only=n_train // 32, turns=turns, mix=mix,
+                image_place=image_place)
     held_out = world_pairs(max(n_eval, n_probe), seed=WORLD_SEEDS['evaluation'] + s, split='held-out', distinct=True)
     write_llava(held_out[:n_probe], out, stage=1, name='held-out')
     return train, held_out[:n_eval], cooccurrence([r['scene'] for r in train])
@@ -199,7 +202,7 @@ def run_variant(cfg:DemoConfig, # The demo run
     probes = {r['stage']: {k: v for k, v in r.items() if k.startswith(('text_', 'mm_'))} for r in rows}
     after = score_and_select(model, proc.tokenizer, load_teacher(tc.teacher), records, out/'scoring-after', seed=seed,
                              progress=progress)
-    res = dict(evaluate_world(model, proc, held_out, stats, seed=cfg.world_seed),
+    res = dict(evaluate_world(model, proc, held_out, stats, seed=cfg.world_seed, image_place=cfg.image_place),
                selected=[list(h) for h in load_selection(out/'selection.json')],
                probes=probes, mean_head_mknn_after=after['mean_head_mknn'])
     del model
@@ -346,7 +349,7 @@ def run_demo(cfg:DemoConfig, # The demo run
     teachers = dict.fromkeys(['teacher'] + [VARIANTS[v][2] for v in cfg.variants])      # each scores once, in order
     parts = world_parts(cfg.parts, progress=progress, oracle='teacher-oracle' in teachers)
     records, held_out, stats = write_world(cfg.out, cfg.n_train, cfg.n_eval, cfg.world_seed, cfg.n_probe,
-                                           cfg.turns, cfg.question_mix)
+                                           cfg.turns, cfg.question_mix, cfg.image_place)
     records = records[:cfg.score_samples]
     model, tok = load_llm(llm_spec(cfg, parts), 'cpu')
     scorings = {t: score_and_select(model, tok, load_teacher(str(parts/t)), records, scoring_dir(cfg, t),

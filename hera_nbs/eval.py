@@ -11,11 +11,11 @@ from tqdm.auto import tqdm
 
 from .data import LlavaCollate
 from .models import IMAGE_TOKEN
-from .world import POPE_SPLITS, pope_questions, questions
+from .world import POPE_SPLITS, human_turn, pope_questions, questions
 
 # %% auto #0
-__all__ = ['normalize_answer', 'question_type', 'answer_budget', 'generate_answers', 'accuracy_by_type', 'pope_metrics',
-           'caption_perplexity', 'evaluate_world']
+__all__ = ['normalize_answer', 'question_type', 'answer_budget', 'answer_prompt', 'generate_answers', 'accuracy_by_type',
+           'pope_metrics', 'caption_perplexity', 'evaluate_world']
 
 # %% ../nbs/13_eval.ipynb #0d24bd03
 def normalize_answer(a:str, # A generated or gold answer
@@ -40,6 +40,16 @@ def answer_budget(tok, # The tokenizer answers are generated with
     "Tokens to generate: the longest gold answer, its end token and `margin`; any longer answer is wrong anyway."
     return max(len(tok(g, add_special_tokens=False)['input_ids']) for g in golds) + 1 + margin
 
+# %% ../nbs/13_eval.ipynb #4c0f350f
+def answer_prompt(tok, # The model's tokenizer (its chat template)
+                  question:str, # A question about the image
+                  n_image_tokens:int, # How many tokens `<image>` expands to
+                  image_place:str='first', # The image before the question or after it (`human_turn`)
+                 )->str:
+    "The chat prompt a question is answered from: the first turn as training renders it, then the answer's start."
+    turn = human_turn(question, image_place).replace(IMAGE_TOKEN, IMAGE_TOKEN * n_image_tokens)
+    return tok.apply_chat_template([dict(role='user', content=turn)], tokenize=False, add_generation_prompt=True)
+
 # %% ../nbs/13_eval.ipynb #c07b9714
 @torch.no_grad()
 def generate_answers(model, # A LLaVA model
@@ -48,6 +58,7 @@ def generate_answers(model, # A LLaVA model
                      max_new_tokens:int=8, # Tokens to generate at most (`answer_budget` fits the golds)
                      batch_size:int=16, # Questions per forward pass
                      progress:bool=False, # A progress bar
+                     image_place:str='first', # The image before the question or after it, as in training
                     )->list[str]:
     "Greedy answers to questions about images."
     tok, n_img = processor.tokenizer, LlavaCollate(processor).n_image_tokens
@@ -56,8 +67,7 @@ def generate_answers(model, # A LLaVA model
     model.eval()
     for i in tqdm(range(0, len(items), batch_size), desc='answers', disable=not progress):
         chunk = items[i:i + batch_size]
-        texts = [tok.apply_chat_template([dict(role='user', content=IMAGE_TOKEN * n_img + '\n' + it['question'])],
-                                         tokenize=False, add_generation_prompt=True) for it in chunk]
+        texts = [answer_prompt(tok, it['question'], n_img, image_place) for it in chunk]
         enc = tok(texts, return_tensors='pt', padding=True, padding_side='left', add_special_tokens=False)
         pix = processor.image_processor(images=[it['image'] for it in chunk], return_tensors='pt')['pixel_values']
         out = model.generate(**enc.to(device), pixel_values=pix.to(device, model.dtype), max_new_tokens=max_new_tokens,
@@ -124,18 +134,19 @@ def evaluate_world(model, # The MLLM under evaluation
                    stats:dict, # `cooccurrence` of the training scenes
                    seed:int=0, # Seed of the questions
                    batch_size:int=16, # Questions per forward pass
+                   image_place:str='first', # The image before the question or after it, as in training
                   )->dict:
     "Vision-centric accuracy by type, POPE per split, caption perplexity."
     rng = random.Random(seed)
     vqa = [(r, q, a) for r in records for q, a in questions(r['scene'], rng, n=4)]
     budget = answer_budget(processor.tokenizer, [a for *_, a in vqa])
     preds = generate_answers(model, processor, [dict(image=r['image'], question=q) for r, q, _ in vqa],
-                             max_new_tokens=budget, batch_size=batch_size)
+                             max_new_tokens=budget, batch_size=batch_size, image_place=image_place)
     out = dict(vqa=accuracy_by_type(preds, [a for *_, a in vqa], [q for _, q, _ in vqa]))
     for split in POPE_SPLITS:
         pope = [(r, q, a) for r in records for q, a in pope_questions(r['scene'], split, stats, rng)]
         preds = generate_answers(model, processor, [dict(image=r['image'], question=q) for r, q, _ in pope],
-                                 max_new_tokens=budget, batch_size=batch_size)
+                                 max_new_tokens=budget, batch_size=batch_size, image_place=image_place)
         out[f'pope_{split}'] = pope_metrics(preds, [a for *_, a in pope])
     out['caption_ppl'] = caption_perplexity(model, processor, records, batch_size)
     return out

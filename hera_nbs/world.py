@@ -11,9 +11,9 @@ from PIL import Image, ImageDraw
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'ROWS', 'COLS', 'NUMBERS', 'PRIOR', 'HELD_OUT_EVERY', 'WORLD_SEEDS', 'SPLITS',
-           'QUESTION_KINDS', 'PARTNER', 'POPE_SPLITS', 'Obj', 'random_scene', 'describe', 'render', 'split_of',
-           'world_scenes', 'world_pairs', 'weighted_sample', 'questions', 'check_mix', 'write_llava', 'with_prior',
-           'cooccurrence', 'pope_questions']
+           'QUESTION_KINDS', 'IMAGE_PLACES', 'PARTNER', 'POPE_SPLITS', 'Obj', 'random_scene', 'describe', 'render',
+           'split_of', 'world_scenes', 'world_pairs', 'weighted_sample', 'questions', 'check_mix', 'human_turn',
+           'write_llava', 'with_prior', 'cooccurrence', 'pope_questions']
 
 # %% ../nbs/02_world.ipynb #11dca5f7
 SHAPES = ('circle', 'square', 'triangle', 'cross')
@@ -159,6 +159,17 @@ def check_mix(mix:tuple[float, ...], # Weights of `QUESTION_KINDS`
     require(len(mix) == len(QUESTION_KINDS) and min(mix) > 0, f'{name} = {mix}: one positive weight for each of '
             f'{QUESTION_KINDS}')
 
+# %% ../nbs/02_world.ipynb #a581be08
+IMAGE_PLACES = ('first', 'last')   # where the image goes in a question's turn: before the question, or after it
+
+def human_turn(question:str, # The question asked about the image
+               image_place:str='first', # 'first': the image, then the question (LLaVA's code); 'last': the reverse
+              )->str:
+    "The first human turn of a LLaVA conversation: the `<image>` marker and the question, in the order asked."
+    from hera_nbs.store import require
+    require(image_place in IMAGE_PLACES, f'image_place = {image_place!r}: choose one of {IMAGE_PLACES}')
+    return f'<image>\n{question}' if image_place == 'first' else f'{question}\n<image>'
+
 # %% ../nbs/02_world.ipynb #31c8f44d
 def write_llava(records:list[dict], # `world_pairs` records
                 folder:str|Path, # Output folder: images/ and the JSON file
@@ -168,6 +179,7 @@ def write_llava(records:list[dict], # `world_pairs` records
                 name:str|None=None, # File name without `.json` (default `stage{stage}`), also the images' prefix
                 turns:int=2, # Question turns per scene (stage 2): at most 4 or 5, as many kinds as it has
                 mix:tuple[float, ...]=(1.0,) * 5, # Weights of `QUESTION_KINDS` (stage 2)
+                image_place:str='first', # The image before the first question or after it (`human_turn`)
                )->Path:
     "Write records as a LLaVA JSON file (`{name}.json`) with PNG images; return the JSON path."
     import io, json
@@ -185,7 +197,7 @@ def write_llava(records:list[dict], # `world_pairs` records
         if stage == 1: conv = [dict(value='<image>\n'), dict(value=r['caption'])]
         else:
             qa = questions(r['scene'], rng, turns, mix)
-            conv = [dict(value='<image>\n' + qa[0][0]), dict(value=qa[0][1])]
+            conv = [dict(value=human_turn(qa[0][0], image_place)), dict(value=qa[0][1])]
             for q, a in qa[1:]: conv += [dict(value=q), dict(value=a)]
         for j, c in enumerate(conv): c['from'] = 'human' if j % 2 == 0 else 'gpt'
         out.append(dict(id=str(i), image=image, conversations=conv))
