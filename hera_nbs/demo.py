@@ -23,7 +23,7 @@ from .parts import PartsRecipe, QUICK_PARTS, world_parts
 from .select import load_selection, plot_head_scores, save_selection, score_and_select, select_heads
 from .store import check_types, read_json, require, write_json
 from .train import HeraConfig, StageConfig, TrainConfig, changes, fit, plot_training
-from .world import PRIOR, WORLD_SEEDS, check_mix, cooccurrence, world_pairs, write_llava
+from .world import IMAGE_PLACES, PRIOR, WORLD_SEEDS, check_mix, cooccurrence, world_pairs, write_llava
 
 # %% auto #0
 __all__ = ['VARIANTS', 'QUICK_DEMO', 'FULL_DEMO', 'FULL_PARTS', 'SETTINGS', 'PROBED', 'HEADLINE', 'DOSE_PANELS', 'DemoConfig',
@@ -48,7 +48,7 @@ class DemoConfig:
     n_train:int = 1024                      # training scenes per stage
     turns:int = 2                           # question turns per stage-2 scene (1-4: every scene has 4 kinds)
     question_mix:tuple[float, float, float, float, float] = (1.0,) * 5  # weights of the stage-2 `QUESTION_KINDS`
-    image_place:Literal['first', 'last'] = 'first'  # the image before a question (LLaVA's code) or after it
+    image_place:Literal[IMAGE_PLACES] = 'first'  # the image before a question (LLaVA's code) or after it
     n_eval:int = 128                        # held-out scenes (no prior) the runs are evaluated on
     n_probe:int = 256                       # held-out scenes the heads are probed on (the first n_eval are shared)
     steps:tuple[int, int] = (64, 480)       # optimizer steps of stage 1 and stage 2
